@@ -1,0 +1,251 @@
+//! The writer's catalog in `index.redb`: what the writer needs to answer
+//! quickly, derived from the log.
+//!
+//! | table      | key             | value                 | used for                  |
+//! |------------|-----------------|-----------------------|---------------------------|
+//! | `meta`     | `"root"`        | generation, location  | catching up on open       |
+//! | `steps`    | step            | manifest location     | catching up, diffing      |
+//! | `refs`     | entry location  | (live steps, bytes)   | liveness of entries       |
+//! | `content`  | (len, crc32)    | entry locations       | dedup candidates          |
+//! | `history`  | (key, step)     | entry location        | `Db::history`             |
+//! | `segments` | segment         | live payload bytes    | choosing what to compact  |
+//!
+//! The catalog is never the source of truth. Its commits use
+//! `Durability::None` (the log's fsync is the durable one), with an
+//! `Immediate` commit every few steps so redb can reclaim its pages; after a
+//! crash it is simply behind, and [`Catalog::catch_up`] replays the
+//! difference between its step set and the root's. Anything unexpected —
+//! redb refusing to open, a catalog ahead of the log, a manifest it needs
+//! that is gone — and the file is deleted and rebuilt from the live
+//! manifests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
+};
+
+use crate::error::Result;
+use crate::format::Location;
+use crate::record::Manifest;
+
+type Loc = (u64, u64);
+
+const META: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("meta");
+const STEPS: TableDefinition<u64, Loc> = TableDefinition::new("steps");
+const REFS: TableDefinition<Loc, (u64, u64)> = TableDefinition::new("refs");
+const CONTENT: MultimapTableDefinition<(u64, u32), Loc> = MultimapTableDefinition::new("content");
+const HISTORY: TableDefinition<(&str, u64), Loc> = TableDefinition::new("history");
+const SEGMENTS: TableDefinition<u64, u64> = TableDefinition::new("segments");
+
+/// Commits between two `Immediate` catalog commits.
+const DURABLE_EVERY: u32 = 16;
+
+fn loc(l: Location) -> Loc {
+    (l.segment, l.offset)
+}
+
+fn unloc(l: Loc) -> Location {
+    Location {
+        segment: l.0,
+        offset: l.1,
+    }
+}
+
+/// The root a catalog reflects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CatalogRoot {
+    pub generation: u64,
+    pub at: Location,
+}
+
+/// A step added to or removed from the live set.
+pub(crate) struct StepChange<'a> {
+    pub step: u64,
+    pub manifest_at: Location,
+    pub manifest: &'a Manifest,
+}
+
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    db: Database,
+    path: PathBuf,
+    since_durable: u32,
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog file.
+    pub(crate) fn open(path: &Path) -> Result<Catalog> {
+        let db = Database::create(path)?;
+        let cat = Catalog {
+            db,
+            path: path.to_owned(),
+            since_durable: 0,
+        };
+        let tx = cat.db.begin_write()?;
+        tx.open_table(META)?;
+        tx.open_table(STEPS)?;
+        tx.open_table(REFS)?;
+        tx.open_multimap_table(CONTENT)?;
+        tx.open_table(HISTORY)?;
+        tx.open_table(SEGMENTS)?;
+        tx.commit()?;
+        Ok(cat)
+    }
+
+    /// Deletes the catalog file and creates an empty one.
+    pub(crate) fn recreate(self) -> Result<Catalog> {
+        let path = self.path.clone();
+        drop(self);
+        Catalog::fresh(&path)
+    }
+
+    /// Removes whatever is at `path` and creates an empty catalog.
+    pub(crate) fn fresh(path: &Path) -> Result<Catalog> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::Error::io("remove", path, e)),
+        }
+        Catalog::open(path)
+    }
+
+    pub(crate) fn root(&self) -> Result<Option<CatalogRoot>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get("root")?.map(|g| {
+            let (generation, s, o) = g.value();
+            CatalogRoot {
+                generation,
+                at: Location {
+                    segment: s,
+                    offset: o,
+                },
+            }
+        }))
+    }
+
+    /// Live steps and their manifest locations, as the catalog knows them.
+    pub(crate) fn steps(&self) -> Result<BTreeMap<u64, Location>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(STEPS)?;
+        let mut out = BTreeMap::new();
+        for r in t.iter()? {
+            let (k, v) = r?;
+            out.insert(k.value(), unloc(v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Applies one root: steps that left the live set and steps that joined.
+    pub(crate) fn apply(
+        &mut self,
+        root: CatalogRoot,
+        removed: &[StepChange<'_>],
+        added: &[StepChange<'_>],
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write()?;
+        self.since_durable += 1;
+        if self.since_durable >= DURABLE_EVERY {
+            self.since_durable = 0;
+        } else {
+            tx.set_durability(Durability::None)?;
+        }
+        {
+            let mut meta = tx.open_table(META)?;
+            let mut steps = tx.open_table(STEPS)?;
+            let mut refs = tx.open_table(REFS)?;
+            let mut content = tx.open_multimap_table(CONTENT)?;
+            let mut history = tx.open_table(HISTORY)?;
+            let mut segments = tx.open_table(SEGMENTS)?;
+            for c in removed {
+                steps.remove(c.step)?;
+                for (key, _) in &c.manifest.entries {
+                    history.remove((key.as_str(), c.step))?;
+                }
+                for e in c.manifest.entry_refs() {
+                    let l = loc(e.at);
+                    let (n, size) = refs.get(l)?.map(|g| g.value()).unwrap_or((1, 0));
+                    if n <= 1 {
+                        refs.remove(l)?;
+                        content.remove((e.len, e.crc), l)?;
+                        let live = segments.get(e.at.segment)?.map(|g| g.value()).unwrap_or(0);
+                        let live = live.saturating_sub(size);
+                        if live == 0 {
+                            segments.remove(e.at.segment)?;
+                        } else {
+                            segments.insert(e.at.segment, live)?;
+                        }
+                    } else {
+                        refs.insert(l, (n - 1, size))?;
+                    }
+                }
+            }
+            for c in added {
+                steps.insert(c.step, loc(c.manifest_at))?;
+                for (key, e) in &c.manifest.entries {
+                    history.insert((key.as_str(), c.step), loc(e.at))?;
+                }
+                for e in c.manifest.entry_refs() {
+                    let l = loc(e.at);
+                    let size = e.disk_size();
+                    let n = refs.get(l)?.map(|g| g.value().0).unwrap_or(0);
+                    refs.insert(l, (n + 1, size))?;
+                    if n == 0 {
+                        content.insert((e.len, e.crc), l)?;
+                        let live = segments.get(e.at.segment)?.map(|g| g.value()).unwrap_or(0);
+                        segments.insert(e.at.segment, live + size)?;
+                    }
+                }
+            }
+            meta.insert("root", (root.generation, root.at.segment, root.at.offset))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Locations of live entries with this payload length and crc32.
+    pub(crate) fn content(&self, len: u64, crc: u32) -> Result<Vec<Location>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_multimap_table(CONTENT)?;
+        let mut out = Vec::new();
+        for v in t.get((len, crc))? {
+            out.push(unloc(v?.value()));
+        }
+        Ok(out)
+    }
+
+    /// `(step, entry location)` for every live step holding `key`, ascending.
+    pub(crate) fn history(&self, key: &str) -> Result<Vec<(u64, Location)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(HISTORY)?;
+        let mut out = Vec::new();
+        for r in t.range((key, 0)..=(key, u64::MAX))? {
+            let (k, v) = r?;
+            out.push((k.value().1, unloc(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Live payload bytes per segment.
+    pub(crate) fn segment_live_bytes(&self) -> Result<BTreeMap<u64, u64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SEGMENTS)?;
+        let mut out = BTreeMap::new();
+        for r in t.iter()? {
+            let (k, v) = r?;
+            out.insert(k.value(), v.value());
+        }
+        Ok(out)
+    }
+
+    /// Makes the catalog durable (on close, so the next open has nothing to
+    /// catch up).
+    pub(crate) fn persist(&mut self) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.commit()?;
+        self.since_durable = 0;
+        Ok(())
+    }
+}

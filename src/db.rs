@@ -1,0 +1,690 @@
+//! The database handle: opening, recovery, the current root, and reads.
+//!
+//! A [`Db`] is either the one writer of a database (it holds the `LOCK`
+//! file, the log appender and the catalog) or a read-only view that can live
+//! in any number of other processes. Both keep the **current root** — the
+//! newest commit record they know — and answer every question from it: the
+//! live steps, their manifests, the tags. A reader moves its root forward with
+//! [`Db::refresh`]; the writer moves it with every commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use crate::catalog::{Catalog, CatalogRoot, StepChange};
+use crate::error::{Error, Result};
+use crate::format::{EntryHeader, Kind, Location};
+use crate::log::read::{CommittedEnd, Segments};
+use crate::log::recover::{find_root, Validate};
+use crate::log::write::LogWriter;
+use crate::log::{list_segments, segment_path, FoundRoot};
+use crate::record::{CommitRecord, EntryRef, Manifest};
+use crate::snapshot::{Snapshot, StepInfo};
+use crate::storage::{FsStorage, Storage};
+use crate::txn::StepTx;
+
+const LOCK_FILE: &str = "LOCK";
+const CATALOG_FILE: &str = "index.redb";
+const LOG_DIR: &str = "log";
+
+/// Options for opening a database for writing.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// A segment is closed and a new one started when an entry would grow it
+    /// past this size. One entry larger than this still goes in one segment.
+    /// Default 1 GiB.
+    pub segment_size: u64,
+    /// The file operations the writer uses; tests inject faults here.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for DbOptions {
+    fn default() -> DbOptions {
+        DbOptions {
+            segment_size: 1 << 30,
+            storage: FsStorage::shared(),
+        }
+    }
+}
+
+impl DbOptions {
+    /// Sets the segment size.
+    pub fn segment_size(mut self, bytes: u64) -> DbOptions {
+        self.segment_size = bytes.max(4096);
+        self
+    }
+
+    /// Sets the storage backend.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> DbOptions {
+        self.storage = storage;
+        self
+    }
+}
+
+/// What a database handle currently sees.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    pub root: Option<FoundRoot>,
+    /// Decoded manifests of live steps, by location.
+    pub manifests: HashMap<Location, Arc<Manifest>>,
+}
+
+impl View {
+    pub(crate) fn record(&self) -> Option<&CommitRecord> {
+        self.root.as_ref().map(|r| &r.record)
+    }
+
+    pub(crate) fn committed(&self) -> Option<CommittedEnd> {
+        self.root.as_ref().map(CommittedEnd::of)
+    }
+
+    /// Where the manifest of live step `step` is.
+    pub(crate) fn manifest_location(&self, step: u64) -> Option<Location> {
+        let root = self.root.as_ref()?;
+        let live = root.record.live_step(step)?;
+        Some(live.manifest.unwrap_or(root.at))
+    }
+}
+
+/// The writer's private state, behind the writer mutex.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub log: LogWriter,
+    pub catalog: Option<Catalog>,
+    _lock: File,
+}
+
+/// An open ckptdb database: one directory, one training run.
+///
+/// `Db` is `Send + Sync`; share it with an `Arc` to commit from a
+/// background thread. Only one [`StepTx`] is open at a time (a second
+/// `begin_step` waits for the first to end).
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    pub(crate) segments: Arc<Segments>,
+    pub(crate) view: RwLock<View>,
+    writer: Option<Mutex<Writer>>,
+}
+
+fn not_a_db(path: &Path, reason: impl Into<String>) -> Error {
+    Error::NotADatabase {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks that `path` holds only what a database holds.
+fn check_layout(path: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(path).map_err(|e| Error::io("read_dir", path, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("read_dir", path, e))?;
+        let name = ent.file_name();
+        let ok = match name.to_str() {
+            Some(LOG_DIR) => ent.path().is_dir(),
+            Some(LOCK_FILE) | Some(CATALOG_FILE) => ent.path().is_file(),
+            _ => false,
+        };
+        if !ok {
+            return Err(not_a_db(
+                path,
+                format!(
+                    "it holds {:?}, which is not part of a ckptdb database",
+                    name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Opens the database at `path` for writing, creating it when the path
+    /// does not exist. Recovers from a crash: the newest valid commit is
+    /// found, torn bytes after it are cut off, and the catalog is caught up.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, DbOptions::default())
+    }
+
+    /// [`Db::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, options: DbOptions) -> Result<Db> {
+        let path = path.as_ref().to_owned();
+        let storage = options.storage.clone();
+        let log_dir = path.join(LOG_DIR);
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_dir() => return Err(not_a_db(&path, "it is not a directory")),
+            Ok(_) => check_layout(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        }
+        if !log_dir.exists() {
+            storage
+                .create_dir_all(&log_dir)
+                .map_err(|e| Error::io("mkdir", &log_dir, e))?;
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                storage
+                    .sync_dir(parent)
+                    .map_err(|e| Error::io("fsync", parent, e))?;
+            }
+            storage
+                .sync_dir(&path)
+                .map_err(|e| Error::io("fsync", &path, e))?;
+        }
+        let lock = lock(&path)?;
+
+        let cat_path = path.join(CATALOG_FILE);
+        let mut catalog = Catalog::open(&cat_path).or_else(|_| Catalog::fresh(&cat_path))?;
+        let hint = catalog.root().unwrap_or(None);
+        let rec = find_root(&log_dir, hint.map(|h| h.at), Validate::Tail)?;
+        if let Some(h) = hint {
+            let found_gen = rec.root.as_ref().map_or(0, |r| r.record.generation);
+            if found_gen < h.generation {
+                return Err(Error::corruption(
+                    &log_dir,
+                    0,
+                    format!(
+                        "the log ends at commit generation {found_gen}, but commit {} was durable; \
+                         run `ckptdb verify`, or delete index.redb to accept the loss",
+                        h.generation
+                    ),
+                ));
+            }
+        }
+
+        // Cut off everything after the root: torn entries, an uncommitted
+        // transaction, segments it created.
+        let next_seq;
+        let root_pos;
+        let first_id;
+        match &rec.root {
+            Some(r) => {
+                for &id in rec.segments.iter().filter(|&&id| id > r.at.segment) {
+                    let p = segment_path(&log_dir, id);
+                    storage
+                        .remove_file(&p)
+                        .map_err(|e| Error::io("remove", &p, e))?;
+                }
+                let p = segment_path(&log_dir, r.at.segment);
+                let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
+                if f.len().map_err(|e| Error::io("stat", &p, e))? > r.end {
+                    f.set_len(r.end).map_err(|e| Error::io("truncate", &p, e))?;
+                    f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+                }
+                storage
+                    .sync_dir(&log_dir)
+                    .map_err(|e| Error::io("fsync", &log_dir, e))?;
+                next_seq = r.record.next_seq;
+                root_pos = Some((r.at, r.end));
+                first_id = 0;
+            }
+            None => {
+                // No commit ever became durable: whatever segments exist hold
+                // an unacknowledged first transaction.
+                for &id in &rec.segments {
+                    let p = segment_path(&log_dir, id);
+                    storage
+                        .remove_file(&p)
+                        .map_err(|e| Error::io("remove", &p, e))?;
+                }
+                next_seq = 1;
+                root_pos = None;
+                first_id = rec.segments.last().map_or(0, |&l| l + 1);
+            }
+        }
+        let log = LogWriter::open(
+            storage,
+            &log_dir,
+            root_pos,
+            next_seq,
+            first_id,
+            options.segment_size,
+        )?;
+
+        let segments = Arc::new(Segments::new(log_dir));
+        let mut db = Db {
+            path,
+            segments,
+            view: RwLock::new(View {
+                root: rec.root,
+                manifests: HashMap::new(),
+            }),
+            writer: None,
+        };
+        let catalog = match db.catch_up(&mut catalog) {
+            Ok(()) => catalog,
+            Err(_) => {
+                let mut fresh = catalog.recreate()?;
+                db.catch_up(&mut fresh)?;
+                fresh
+            }
+        };
+        db.writer = Some(Mutex::new(Writer {
+            log,
+            catalog: Some(catalog),
+            _lock: lock,
+        }));
+        Ok(db)
+    }
+
+    /// Opens the database at `path` read-only. Never changes a file, works
+    /// while a writer process holds the database, and sees every step
+    /// committed before it opened; call [`Db::refresh`] to see newer ones.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Db> {
+        let path = path.as_ref().to_owned();
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_dir() => return Err(not_a_db(&path, "it is not a directory")),
+            Ok(_) => check_layout(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_a_db(&path, "it does not exist"))
+            }
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        }
+        let log_dir = path.join(LOG_DIR);
+        if !log_dir.is_dir() {
+            return Err(not_a_db(&path, "it has no log/ directory"));
+        }
+        let rec = find_root(&log_dir, None, Validate::RootOnly)?;
+        Ok(Db {
+            path,
+            segments: Arc::new(Segments::new(log_dir)),
+            view: RwLock::new(View {
+                root: rec.root,
+                manifests: HashMap::new(),
+            }),
+            writer: None,
+        })
+    }
+
+    /// Moves a read-only handle to the newest commit. Returns true when it
+    /// changed. On the writer this does nothing (it is always current).
+    pub fn refresh(&self) -> Result<bool> {
+        if self.writer.is_some() {
+            return Ok(false);
+        }
+        let hint = self.read_view().root.as_ref().map(|r| r.at);
+        let rec = find_root(self.segments.log_dir(), hint, Validate::RootOnly)?;
+        let mut view = self.write_view();
+        let old = view.root.as_ref().map(|r| r.record.generation);
+        let new = rec.root.as_ref().map(|r| r.record.generation);
+        if new <= old {
+            return Ok(false);
+        }
+        view.root = rec.root;
+        prune_manifests(&mut view);
+        Ok(true)
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True for a handle from [`Db::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    pub(crate) fn read_view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_view(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        Ok(w.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Live steps, ascending.
+    pub fn steps(&self) -> Vec<u64> {
+        self.read_view()
+            .record()
+            .map(|r| r.live.iter().map(|l| l.step).collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest live step.
+    pub fn latest_step(&self) -> Option<u64> {
+        self.read_view()
+            .record()
+            .and_then(|r| r.live.last().map(|l| l.step))
+    }
+
+    /// The newest step ever committed (also when retention dropped it); the
+    /// next step must be greater.
+    pub fn last_committed_step(&self) -> Option<u64> {
+        self.read_view().record().and_then(|r| r.last_step)
+    }
+
+    /// A snapshot of the newest live step, or `None` for an empty database.
+    pub fn latest(&self) -> Result<Option<Snapshot>> {
+        match self.latest_step() {
+            Some(s) => self.snapshot(s).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Summaries of every live step, ascending: time, sizes, metrics, tags.
+    /// Reads only the root.
+    pub fn step_infos(&self) -> Vec<StepInfo> {
+        let view = self.read_view();
+        let Some(rec) = view.record() else {
+            return Vec::new();
+        };
+        rec.live
+            .iter()
+            .map(|l| StepInfo::from_live(l, &rec.tags))
+            .collect()
+    }
+
+    /// Tags and the steps they name.
+    pub fn tags(&self) -> BTreeMap<String, u64> {
+        self.read_view()
+            .record()
+            .map(|r| r.tags.clone())
+            .unwrap_or_default()
+    }
+
+    /// A snapshot of live step `step`. The snapshot holds its own maps of the
+    /// segments it reads, so it stays valid while the database moves on,
+    /// drops the step, or reclaims the segments.
+    pub fn snapshot(&self, step: u64) -> Result<Snapshot> {
+        let mut tries = 0;
+        loop {
+            match self.try_snapshot(step) {
+                // A reader can race with space reclamation: the root it knew
+                // names a segment the writer has since deleted. Move on to
+                // the newer root and try again.
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && self.is_read_only()
+                        && tries < 3 =>
+                {
+                    tries += 1;
+                    self.refresh()?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn try_snapshot(&self, step: u64) -> Result<Snapshot> {
+        let (manifest, committed, tags) = {
+            let view = self.read_view();
+            let at = view
+                .manifest_location(step)
+                .ok_or(Error::StepNotFound { step })?;
+            let committed = view.committed().ok_or(Error::StepNotFound { step })?;
+            let tags: Vec<String> = view
+                .record()
+                .map(|r| {
+                    r.tags
+                        .iter()
+                        .filter(|(_, &s)| s == step)
+                        .map(|(t, _)| t.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cached = view.manifests.get(&at).cloned();
+            drop(view);
+            let m = match cached {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(self.load_manifest(at, committed)?);
+                    self.write_view().manifests.insert(at, m.clone());
+                    m
+                }
+            };
+            (m, committed, tags)
+        };
+        let maps = self.segments.map_all(manifest.entry_refs(), committed)?;
+        Ok(Snapshot::new(manifest, maps, self.segments.clone(), tags))
+    }
+
+    /// Reads the manifest stored at `at` (inline in a commit record, or a
+    /// manifest entry written by compaction).
+    pub(crate) fn load_manifest(&self, at: Location, committed: CommittedEnd) -> Result<Manifest> {
+        let path = segment_path(self.segments.log_dir(), at.segment);
+        // Map far enough to hold the header, then the whole entry.
+        let probe = self.segments.map(at.segment, at.offset + 64, committed)?;
+        let start = at.offset as usize;
+        let header = EntryHeader::decode(&probe.bytes()[start..])
+            .map_err(|e| Error::corruption(&path, at.offset, e.to_string()))?;
+        if header.payload_len > crate::format::MAX_RECORD_LEN {
+            return Err(Error::corruption(
+                &path,
+                at.offset,
+                "manifest over the size limit",
+            ));
+        }
+        let e = EntryRef {
+            at,
+            kind: header.kind,
+            dtype: header.dtype,
+            shape: header.shape.clone(),
+            len: header.payload_len,
+            crc: header.payload_crc,
+            stored_key: header.key.clone(),
+        };
+        let maps = self.segments.map_all(std::iter::once(&e), committed)?;
+        let bytes = self.segments.payload(&maps, &e, true)?;
+        let bad = |err: postcard::Error| {
+            Error::corruption(&path, at.offset, format!("manifest does not decode: {err}"))
+        };
+        match header.kind {
+            Kind::Commit => CommitRecord::decode(bytes)
+                .map_err(bad)?
+                .step
+                .ok_or_else(|| Error::corruption(&path, at.offset, "commit record names no step")),
+            Kind::Manifest => Manifest::decode(bytes).map_err(bad),
+            _ => Err(Error::corruption(&path, at.offset, "expected a manifest")),
+        }
+    }
+
+    /// The manifest of live step `step`.
+    pub(crate) fn manifest(&self, step: u64) -> Result<(Location, Arc<Manifest>)> {
+        let view = self.read_view();
+        let at = view
+            .manifest_location(step)
+            .ok_or(Error::StepNotFound { step })?;
+        if let Some(m) = view.manifests.get(&at) {
+            return Ok((at, m.clone()));
+        }
+        let committed = view.committed().ok_or(Error::StepNotFound { step })?;
+        drop(view);
+        let m = Arc::new(self.load_manifest(at, committed)?);
+        self.write_view().manifests.insert(at, m.clone());
+        Ok((at, m))
+    }
+
+    /// The live steps at which `key`'s content changed (the first step that
+    /// holds it, and every later one where it differs from the step before).
+    pub fn history(&self, key: &str) -> Result<Vec<u64>> {
+        crate::key::validate_key(key)?;
+        let locations: Vec<(u64, Option<Location>)> = match &self.writer {
+            Some(w) => {
+                let w = w.lock().unwrap_or_else(PoisonError::into_inner);
+                let held: HashMap<u64, Location> = match &w.catalog {
+                    Some(c) => c.history(key)?.into_iter().collect(),
+                    None => {
+                        return Err(Error::Poisoned {
+                            cause: "catalog unavailable".into(),
+                        })
+                    }
+                };
+                drop(w);
+                self.steps()
+                    .into_iter()
+                    .map(|s| (s, held.get(&s).copied()))
+                    .collect()
+            }
+            None => {
+                let mut out = Vec::new();
+                for s in self.steps() {
+                    let (_, m) = self.manifest(s)?;
+                    out.push((s, m.entries.get(key).map(|e| e.at)));
+                }
+                out
+            }
+        };
+        let mut prev = None;
+        let mut changes = Vec::new();
+        for (step, at) in locations {
+            if at.is_some() && at != prev {
+                changes.push(step);
+            }
+            prev = at;
+        }
+        Ok(changes)
+    }
+
+    /// Starts the transaction that commits step `step`, with no entries.
+    /// `step` must be greater than every step committed before.
+    pub fn begin_step(&self, step: u64) -> Result<StepTx<'_>> {
+        StepTx::begin(self, step, None)
+    }
+
+    /// Starts the transaction for `step` holding every entry of live step
+    /// `parent` (metrics excepted): put what changed, remove what is gone.
+    pub fn begin_step_from(&self, step: u64, parent: u64) -> Result<StepTx<'_>> {
+        StepTx::begin(self, step, Some(parent))
+    }
+
+    /// [`Db::begin_step_from`] the newest live step (or empty when there is
+    /// none).
+    pub fn begin_step_from_latest(&self, step: u64) -> Result<StepTx<'_>> {
+        let parent = self.latest_step();
+        StepTx::begin(self, step, parent)
+    }
+
+    /// Brings `catalog` to the current root by diffing its step set with the
+    /// root's live set.
+    fn catch_up(&self, catalog: &mut Catalog) -> Result<()> {
+        let view = self.read_view();
+        let Some(root) = &view.root else {
+            if catalog.root()?.is_some() {
+                return Err(Error::invalid("catalog ahead of an empty log"));
+            }
+            return Ok(());
+        };
+        let target = CatalogRoot {
+            generation: root.record.generation,
+            at: root.at,
+        };
+        if catalog.root()? == Some(target) {
+            return Ok(());
+        }
+        let known = catalog.steps()?;
+        let live: BTreeMap<u64, Location> = root
+            .record
+            .live
+            .iter()
+            .map(|l| (l.step, l.manifest.unwrap_or(root.at)))
+            .collect();
+        let committed = CommittedEnd::of(root);
+        drop(view);
+        let mut removed = Vec::new();
+        for (&step, &at) in &known {
+            if live.get(&step) != Some(&at) {
+                removed.push((step, at, self.load_manifest(at, committed)?));
+            }
+        }
+        let mut added = Vec::new();
+        for (&step, &at) in &live {
+            if known.get(&step) != Some(&at) {
+                added.push((step, at, self.load_manifest(at, committed)?));
+            }
+        }
+        let removed: Vec<StepChange<'_>> = removed
+            .iter()
+            .map(|(step, at, m)| StepChange {
+                step: *step,
+                manifest_at: *at,
+                manifest: m,
+            })
+            .collect();
+        let added: Vec<StepChange<'_>> = added
+            .iter()
+            .map(|(step, at, m)| StepChange {
+                step: *step,
+                manifest_at: *at,
+                manifest: m,
+            })
+            .collect();
+        catalog.apply(target, &removed, &added)?;
+        catalog.persist()
+    }
+
+    /// Segment files present, ascending (for statistics and reclamation).
+    pub(crate) fn segment_ids(&self) -> Result<Vec<u64>> {
+        list_segments(self.segments.log_dir())
+    }
+
+    /// Bytes the database takes on disk (segments and catalog).
+    pub fn disk_usage(&self) -> Result<u64> {
+        let mut total = 0;
+        for id in self.segment_ids()? {
+            let p = segment_path(self.segments.log_dir(), id);
+            match std::fs::metadata(&p) {
+                Ok(m) => total += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", p, e)),
+            }
+        }
+        if let Ok(m) = std::fs::metadata(self.path.join(CATALOG_FILE)) {
+            total += m.len();
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(w) = &self.writer {
+            let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+            if !w.log.is_poisoned() {
+                if let Some(c) = w.catalog.as_mut() {
+                    // Best effort: a catalog that is behind is caught up on
+                    // the next open.
+                    let _ = c.persist();
+                }
+            }
+        }
+    }
+}
+
+/// Drops cached manifests of steps that are no longer live.
+pub(crate) fn prune_manifests(view: &mut View) {
+    let Some(root) = &view.root else {
+        view.manifests.clear();
+        return;
+    };
+    let keep: std::collections::HashSet<Location> = root
+        .record
+        .live
+        .iter()
+        .map(|l| l.manifest.unwrap_or(root.at))
+        .collect();
+    view.manifests.retain(|at, _| keep.contains(at));
+}
+
+/// Takes the writer lock of the database at `path`.
+fn lock(path: &Path) -> Result<File> {
+    let p = path.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| Error::io("open", &p, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &p, e)),
+    }
+}

@@ -1,0 +1,275 @@
+//! The one error type of the crate.
+//!
+//! Every failure a caller can see is a variant of [`Error`]. Variants carry
+//! enough context to print one clear line (which file, which offset, which
+//! key), and [`std::error::Error::source`] exposes the underlying I/O or
+//! catalog error where there is one.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::dtype::DType;
+
+/// A specialized `Result` for ckptdb operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ckptdb.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error on `path`.
+    Io {
+        /// What the engine was doing ("write", "fdatasync", …).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The error the operating system returned.
+        source: io::Error,
+    },
+    /// Bytes on disk do not have the structure the format requires.
+    Corruption {
+        /// The file holding the bad bytes.
+        path: PathBuf,
+        /// Offset of the structure that failed to parse.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A payload or header does not match its stored crc32.
+    ChecksumMismatch {
+        /// The segment file holding the entry.
+        path: PathBuf,
+        /// Offset of the entry in that file.
+        offset: u64,
+        /// The entry's key, or a description of the structure.
+        key: String,
+        /// The crc32 recorded for the bytes.
+        expected: u32,
+        /// The crc32 of the bytes as found.
+        actual: u32,
+    },
+    /// No live step with this number.
+    StepNotFound {
+        /// The step asked for.
+        step: u64,
+    },
+    /// The step exists but holds no entry under this key.
+    KeyNotFound {
+        /// The step searched.
+        step: u64,
+        /// The key asked for.
+        key: String,
+    },
+    /// Something else named by the caller does not exist (a tag, a replay
+    /// table, a metric).
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A typed access asked for another element type than the one stored.
+    DtypeMismatch {
+        /// The entry's key.
+        key: String,
+        /// The dtype stored in the database.
+        stored: DType,
+        /// The dtype the caller asked for.
+        requested: DType,
+    },
+    /// A shape does not match what it must match.
+    ShapeMismatch {
+        /// What was being checked.
+        what: String,
+        /// The shape that was required.
+        expected: Vec<u64>,
+        /// The shape that was given or found.
+        actual: Vec<u64>,
+    },
+    /// A payload is not aligned for its element type (a damaged or foreign
+    /// file; ckptdb itself always writes payloads 64-byte aligned).
+    Misaligned {
+        /// The entry's key.
+        key: String,
+        /// The payload's offset in its segment.
+        offset: u64,
+        /// The alignment the element type needs.
+        align: usize,
+    },
+    /// Another process holds the write lock of the database.
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// A file was written by a newer (or unknown) version of the format.
+    IncompatibleVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u16,
+        /// The newest version this build reads.
+        supported: u16,
+    },
+    /// The path is not a ckptdb database (or holds files that are not ours).
+    NotADatabase {
+        /// The path given.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An argument is out of its domain: a non-monotonic step, a bad key, a
+    /// value too large for the format's limits.
+    InvalidArgument(String),
+    /// A stored serde value does not deserialize into the requested type.
+    Value {
+        /// The entry's key.
+        key: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// The operation needs a writer, but the database was opened read-only.
+    ReadOnly,
+    /// An earlier I/O error during a commit left the writer in an unknown
+    /// state. Nothing more is written; reopen the database to recover the
+    /// last committed state.
+    Poisoned {
+        /// A description of the error that poisoned the writer.
+        cause: String,
+    },
+    /// The derived catalog (`index.redb`) failed. The log is unaffected;
+    /// reopening rebuilds the catalog.
+    Catalog(Box<redb::Error>),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// True for errors that mean bytes on disk are damaged (as opposed to a
+    /// bad argument or an I/O failure).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corruption { .. } | Error::ChecksumMismatch { .. } | Error::Misaligned { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error during {op} on {}: {source}", path.display())
+            }
+            Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => write!(f, "corruption in {} at offset {offset}: {reason}", path.display()),
+            Error::ChecksumMismatch {
+                path,
+                offset,
+                key,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "checksum mismatch for {key} in {} at offset {offset}: stored {expected:08x}, computed {actual:08x}",
+                path.display()
+            ),
+            Error::StepNotFound { step } => write!(f, "step {step} not found"),
+            Error::KeyNotFound { step, key } => write!(f, "key {key:?} not found in step {step}"),
+            Error::NotFound { what } => write!(f, "{what} not found"),
+            Error::DtypeMismatch {
+                key,
+                stored,
+                requested,
+            } => write!(f, "dtype mismatch for {key:?}: stored {stored}, requested {requested}"),
+            Error::ShapeMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(f, "shape mismatch for {what}: expected {expected:?}, got {actual:?}"),
+            Error::Misaligned { key, offset, align } => write!(
+                f,
+                "payload of {key:?} at offset {offset} is not aligned to {align} bytes"
+            ),
+            Error::Locked { path } => write!(
+                f,
+                "database {} is locked by another writer",
+                path.display()
+            ),
+            Error::IncompatibleVersion {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has format version {found}; this build reads versions up to {supported}",
+                path.display()
+            ),
+            Error::NotADatabase { path, reason } => {
+                write!(f, "{} is not a ckptdb database: {reason}", path.display())
+            }
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::Value { key, source } => write!(f, "value {key:?} does not decode: {source}"),
+            Error::ReadOnly => write!(f, "the database is open read-only"),
+            Error::Poisoned { cause } => write!(
+                f,
+                "the writer is poisoned by an earlier error ({cause}); reopen the database"
+            ),
+            Error::Catalog(e) => write!(f, "catalog error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Value { source, .. } => Some(source),
+            Error::Catalog(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::Catalog(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

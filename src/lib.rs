@@ -1,0 +1,58 @@
+//! # ckptdb
+//!
+//! An embedded checkpoint database for machine-learning training loops.
+//!
+//! A database is one directory holding one training run. Training code
+//! commits **step snapshots** — weights, optimizer state, counters, RNG
+//! state, metrics — in transactions; restoring reads tensors in place from a
+//! memory map (zero-copy) after checking their crc32; a crash never loses a
+//! committed step and never shows half of one.
+//!
+//! ```no_run
+//! use ckptdb::Db;
+//! use ndarray::Array2;
+//!
+//! # fn main() -> ckptdb::Result<()> {
+//! let db = Db::open("run.ckpt")?;
+//! let w = Array2::<f32>::zeros((4, 4));
+//! let mut tx = db.begin_step(100)?;
+//! tx.put_tensor("policy/fc1.weight", &w)?;
+//! tx.put_metric("loss", 0.25)?;
+//! tx.commit()?; // durable when this returns
+//!
+//! let snap = db.latest()?.expect("one step committed");
+//! let view = snap.tensor("policy/fc1.weight")?.view::<f32>()?; // points into the file
+//! assert_eq!(view.shape(), &[4, 4]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The on-disk format is described in `docs/FORMAT.md`.
+
+// `unsafe` is confined to `mmap`; every other module is forbid-clean.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod catalog;
+mod db;
+mod dtype;
+mod error;
+pub mod format;
+mod key;
+mod log;
+mod mmap;
+mod record;
+mod snapshot;
+pub mod storage;
+mod txn;
+
+pub use db::{Db, DbOptions};
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use format::{Kind, Location};
+pub use key::validate_key;
+pub use snapshot::{EntryInfo, Snapshot, StepInfo, Tensor};
+pub use txn::StepTx;
+
+pub use half::{bf16, f16};
+pub use ndarray;

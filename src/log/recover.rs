@@ -1,0 +1,323 @@
+//! Finding the newest valid root.
+//!
+//! Segments are scanned with positioned reads, not memory maps: the tail of
+//! the newest segment may hold torn or uncommitted bytes that a writer could
+//! still truncate, and mapping them would break the rule of `crate::mmap`.
+//!
+//! # Algorithm
+//!
+//! 1. Take the newest segment whose header is valid (a torn header means the
+//!    segment was being created when the process died; it holds nothing
+//!    committed).
+//! 2. Walk its entry chain from the start (or from a known root): decode each
+//!    header, check its crc and that sequence numbers increase, skip the
+//!    payload by its length. The chain ends at the first header that does not
+//!    decode or an entry that runs past the end of the file: that is the torn
+//!    tail. Remember the last commit record whose payload checks out.
+//! 3. If the segment holds no commit record, the root is the one its header
+//!    names (the newest root when the segment was created).
+//! 4. A commit record is only a root if the entries it wrote are intact: the
+//!    writer syncs once, after the record, so a crash can persist the record
+//!    and lose an entry written just before it. Entries the record's step
+//!    names that lie after the previous root are read and checked (header and
+//!    payload crc). If one fails, fall back to the previous root and repeat.
+//!
+//! The cost is the newest segment's entry headers plus the payloads of the
+//! last commit: it grows with the tail, not with the database.
+
+use std::fs::File;
+use std::path::Path;
+
+use super::{list_segments, read_at, segment_path, FoundRoot};
+use crate::error::{Error, Result};
+use crate::format::{
+    EntryHeader, HeaderError, Kind, Location, SegmentHeader, SegmentHeaderError, FORMAT_VERSION,
+    MAX_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::record::{CommitRecord, EntryRef};
+
+/// What recovery learned about the log.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub root: Option<FoundRoot>,
+    /// Segments present, ascending.
+    pub segments: Vec<u64>,
+}
+
+/// How much checking to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Validate {
+    /// Check every entry the newest root wrote (writer open).
+    Tail,
+    /// Trust a root whose own crc holds; entries are checked on access
+    /// (read-only open, which must be cheap and must not read payloads).
+    RootOnly,
+}
+
+/// Finds the newest valid root. `hint` is a root known to be valid from
+/// which to start scanning (the catalog's, or a reader's previous root).
+pub(crate) fn find_root(
+    log_dir: &Path,
+    hint: Option<Location>,
+    validate: Validate,
+) -> Result<Recovered> {
+    let segments = list_segments(log_dir)?;
+    let mut candidate: Option<FoundRoot> = None;
+    for &id in segments.iter().rev() {
+        if let Some(h) = hint {
+            if id < h.segment {
+                break;
+            }
+        }
+        let path = segment_path(log_dir, id);
+        let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let head = read_at(&file, &path, 0, SEGMENT_HEADER_LEN as usize)?;
+        let header = match SegmentHeader::decode(&head) {
+            Ok(h) => h,
+            Err(SegmentHeaderError::Version(v)) => {
+                return Err(Error::IncompatibleVersion {
+                    path,
+                    found: v,
+                    supported: FORMAT_VERSION,
+                })
+            }
+            // A bad header on the newest segment: it was being created when
+            // the writer stopped. The header is synced with the segment's
+            // first commit, so a segment whose header is lost holds nothing
+            // that was acknowledged.
+            Err(
+                SegmentHeaderError::Short
+                | SegmentHeaderError::Checksum
+                | SegmentHeaderError::BadMagic,
+            ) if Some(&id) == segments.last() => continue,
+            Err(e) => return Err(Error::corruption(&path, 0, e.to_string())),
+        };
+        if header.id != id {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!("segment header names segment {}", header.id),
+            ));
+        }
+        let start = match hint {
+            Some(h) if h.segment == id => h.offset,
+            _ => SEGMENT_HEADER_LEN,
+        };
+        if let Some(found) = last_root_in(&file, &path, id, start)? {
+            candidate = Some(found);
+            break;
+        }
+        if let Some(prev) = header.prev_root {
+            candidate = Some(load_root(log_dir, prev)?);
+            break;
+        }
+        if hint.is_none() {
+            // The oldest segment without a root: the database is empty.
+            break;
+        }
+    }
+    if hint.is_some() && candidate.is_none() {
+        // The hint did not lead to a root (a stale catalog): never conclude
+        // from it that the log is empty.
+        return find_root(log_dir, None, validate);
+    }
+    let mut root = candidate;
+    if validate == Validate::Tail {
+        while let Some(r) = root.take() {
+            match check_tail(log_dir, &r) {
+                Ok(()) => {
+                    root = Some(r);
+                    break;
+                }
+                Err(_) => match r.record.prev_root {
+                    Some(prev) => root = Some(load_root(log_dir, prev)?),
+                    None => root = None,
+                },
+            }
+            if root.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(Recovered { root, segments })
+}
+
+/// Walks the entry chain of one segment from `start` and returns the last
+/// commit record whose header and payload check out.
+fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<FoundRoot>> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut off = start;
+    let mut last_seq: Option<u64> = None;
+    let mut found = None;
+    while off + 64 <= len {
+        let want = MAX_HEADER_LEN.min((len - off) as usize);
+        let bytes = read_at(file, path, off, want)?;
+        let header = match EntryHeader::decode(&bytes) {
+            Ok(h) => h,
+            Err(HeaderError::Version(v)) => {
+                return Err(Error::IncompatibleVersion {
+                    path: path.to_owned(),
+                    found: v,
+                    supported: FORMAT_VERSION,
+                })
+            }
+            Err(_) => break,
+        };
+        if last_seq.is_some_and(|s| header.seq <= s) {
+            break;
+        }
+        let Some(end) = off.checked_add(header.entry_size()).filter(|&e| e <= len) else {
+            break;
+        };
+        last_seq = Some(header.seq);
+        if header.kind == Kind::Commit {
+            let at = Location {
+                segment: id,
+                offset: off,
+            };
+            if let Ok(record) = read_record(file, path, off, &header) {
+                found = Some(FoundRoot { at, end, record });
+            } else {
+                break;
+            }
+        }
+        off = end;
+    }
+    Ok(found)
+}
+
+/// Reads and checks the payload of a commit record whose header is decoded.
+fn read_record(file: &File, path: &Path, off: u64, header: &EntryHeader) -> Result<CommitRecord> {
+    if header.payload_len > MAX_RECORD_LEN {
+        return Err(Error::corruption(
+            path,
+            off,
+            "commit record over the size limit",
+        ));
+    }
+    let payload = read_at(
+        file,
+        path,
+        off + header.payload_offset(),
+        header.payload_len as usize,
+    )?;
+    if payload.len() as u64 != header.payload_len {
+        return Err(Error::corruption(path, off, "commit record cut short"));
+    }
+    let actual = crc32fast::hash(&payload);
+    if actual != header.payload_crc {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_owned(),
+            offset: off,
+            key: "commit record".into(),
+            expected: header.payload_crc,
+            actual,
+        });
+    }
+    CommitRecord::decode(&payload)
+        .map_err(|e| Error::corruption(path, off, format!("commit record does not decode: {e}")))
+}
+
+/// Loads the commit record at `at`.
+pub(crate) fn load_root(log_dir: &Path, at: Location) -> Result<FoundRoot> {
+    let path = segment_path(log_dir, at.segment);
+    let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    let (header, end) = read_header(&file, &path, at.offset)?;
+    if header.kind != Kind::Commit {
+        return Err(Error::corruption(
+            &path,
+            at.offset,
+            "expected a commit record",
+        ));
+    }
+    let record = read_record(&file, &path, at.offset, &header)?;
+    Ok(FoundRoot { at, end, record })
+}
+
+/// Reads and decodes the entry header at `off`; returns it and the entry end.
+pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHeader, u64)> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if off % 64 != 0 || off < SEGMENT_HEADER_LEN || off >= len {
+        return Err(Error::corruption(
+            path,
+            off,
+            "entry location outside the segment",
+        ));
+    }
+    let bytes = read_at(file, path, off, MAX_HEADER_LEN.min((len - off) as usize))?;
+    let header = EntryHeader::decode(&bytes).map_err(|e| match e {
+        HeaderError::Version(v) => Error::IncompatibleVersion {
+            path: path.to_owned(),
+            found: v,
+            supported: FORMAT_VERSION,
+        },
+        e => Error::corruption(path, off, e.to_string()),
+    })?;
+    let end = off
+        .checked_add(header.entry_size())
+        .filter(|&e| e <= len)
+        .ok_or_else(|| Error::corruption(path, off, "entry runs past the end of the segment"))?;
+    Ok((header, end))
+}
+
+/// Checks every entry the root's step wrote after the previous root.
+fn check_tail(log_dir: &Path, root: &FoundRoot) -> Result<()> {
+    let Some(manifest) = &root.record.step else {
+        return Ok(());
+    };
+    let after = root.record.prev_root.unwrap_or(Location {
+        segment: 0,
+        offset: 0,
+    });
+    for e in manifest
+        .entry_refs()
+        .filter(|e| e.at > after && e.at < root.at)
+    {
+        check_entry(log_dir, e)?;
+    }
+    Ok(())
+}
+
+/// Reads one entry with positioned reads and checks it against its reference.
+pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef) -> Result<()> {
+    let path = segment_path(log_dir, e.at.segment);
+    let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
+    let (header, _) = read_header(&file, &path, e.at.offset)?;
+    if header.key != e.stored_key || header.payload_len != e.len || header.payload_crc != e.crc {
+        return Err(Error::corruption(
+            &path,
+            e.at.offset,
+            "entry does not match its manifest",
+        ));
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut off = e.at.offset + header.payload_offset();
+    let end = off + header.payload_len;
+    const CHUNK: u64 = 8 << 20;
+    while off < end {
+        let n = CHUNK.min(end - off) as usize;
+        let buf = read_at(&file, &path, off, n)?;
+        if buf.len() != n {
+            return Err(Error::corruption(&path, e.at.offset, "payload cut short"));
+        }
+        hasher.update(&buf);
+        off += n as u64;
+    }
+    let actual = hasher.finalize();
+    if actual != e.crc {
+        return Err(Error::ChecksumMismatch {
+            path,
+            offset: e.at.offset,
+            key: e.stored_key.clone(),
+            expected: e.crc,
+            actual,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Commit records and step manifests: the payloads that make the log a
+//! database.
+//!
+//! A [`CommitRecord`] is the commit point and a **root**: from the newest
+//! valid one the whole database can be read without any other file. It names
+//! every live step (with the location of that step's [`Manifest`]), the tags,
+//! and, when the commit added a step, that step's manifest inline. Records
+//! are encoded with `postcard` (a compact, documented, non-self-describing
+//! serde format); field order is part of the format version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::DType;
+use crate::format::{Kind, Location};
+
+/// Where an entry's bytes are and what they are, as a manifest names them.
+///
+/// Holding the dtype, shape, length and crc here lets a snapshot answer
+/// metadata questions without touching the entry, and lets the first access
+/// check the header at `at` against what the manifest expects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryRef {
+    pub at: Location,
+    pub kind: Kind,
+    pub dtype: Option<DType>,
+    pub shape: Vec<u64>,
+    pub len: u64,
+    pub crc: u32,
+    /// The key the entry was written under (which can differ from the key it
+    /// is named by in a manifest, when dedup shares one entry between keys).
+    pub stored_key: String,
+}
+
+impl EntryRef {
+    /// Bytes the referenced entry takes on disk.
+    pub fn disk_size(&self) -> u64 {
+        crate::format::entry_size(self.stored_key.len(), self.shape.len(), self.len)
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// Persistent state of one replay table as of one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ReplayTableState {
+    /// The table's schema, encoded by the replay module.
+    pub schema: Vec<u8>,
+    /// Full pages, by page number in the ring.
+    pub pages: Vec<Option<EntryRef>>,
+    /// The page being filled, if it holds any rows.
+    pub partial: Option<EntryRef>,
+    /// Per-slot side state (priorities), if any.
+    pub side: Option<EntryRef>,
+    /// Ring counters, encoded by the replay module.
+    pub ring: Vec<u8>,
+}
+
+/// Everything one step holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub step: u64,
+    pub time_ms: u64,
+    pub entries: BTreeMap<String, EntryRef>,
+    pub metrics: BTreeMap<String, f64>,
+    pub replay: BTreeMap<String, ReplayTableState>,
+    /// Payload bytes this step's commit wrote (not shared with earlier steps).
+    pub new_bytes: u64,
+}
+
+impl Manifest {
+    /// Every entry the step references, replay pages included.
+    pub fn entry_refs(&self) -> impl Iterator<Item = &EntryRef> {
+        self.entries
+            .values()
+            .chain(self.replay.values().flat_map(|t| {
+                t.pages
+                    .iter()
+                    .flatten()
+                    .chain(t.partial.iter())
+                    .chain(t.side.iter())
+            }))
+    }
+
+    /// Every entry the step references, with a name for reports: the key,
+    /// or `replay:<table>/…` for replay pages and state.
+    pub fn entry_refs_keyed(&self) -> impl Iterator<Item = (String, &EntryRef)> {
+        let entries = self.entries.iter().map(|(k, e)| (k.clone(), e));
+        let replay = self.replay.iter().flat_map(|(name, t)| {
+            let pages = t.pages.iter().enumerate().filter_map(move |(i, p)| {
+                p.as_ref().map(|e| (format!("replay:{name}/page/{i}"), e))
+            });
+            let partial = t
+                .partial
+                .iter()
+                .map(move |e| (format!("replay:{name}/partial"), e));
+            let side = t
+                .side
+                .iter()
+                .map(move |e| (format!("replay:{name}/state"), e));
+            pages.chain(partial).chain(side)
+        });
+        entries.chain(replay)
+    }
+
+    /// Sum of the payload lengths of the step's entries.
+    pub fn logical_bytes(&self) -> u64 {
+        self.entry_refs().map(|e| e.len).sum()
+    }
+}
+
+/// A live step as the root lists it: where its manifest is, and the summary
+/// `ls` and best-by-metric need without reading the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LiveStep {
+    pub step: u64,
+    /// The manifest's location; `None` means "inline in this very record".
+    pub manifest: Option<Location>,
+    pub time_ms: u64,
+    pub logical_bytes: u64,
+    pub new_bytes: u64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The root of the database as of one commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CommitRecord {
+    /// Counts roots; strictly increasing.
+    pub generation: u64,
+    /// Sequence number the next entry gets.
+    pub next_seq: u64,
+    /// Newest step ever committed (steps stay monotonic across retention).
+    pub last_step: Option<u64>,
+    /// The root this one replaces.
+    pub prev_root: Option<Location>,
+    pub time_ms: u64,
+    /// The step this commit added; `None` for a maintenance root (tags,
+    /// compaction).
+    pub step: Option<Manifest>,
+    /// Every live step, ascending.
+    pub live: Vec<LiveStep>,
+    pub tags: BTreeMap<String, u64>,
+}
+
+impl CommitRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CommitRecord, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    pub fn live_step(&self, step: u64) -> Option<&LiveStep> {
+        self.live
+            .binary_search_by_key(&step, |l| l.step)
+            .ok()
+            .map(|i| &self.live[i])
+    }
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

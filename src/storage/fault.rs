@@ -1,0 +1,1 @@
+//! A fault-injecting storage (filled in by the crash-safety work).

@@ -1,0 +1,485 @@
+//! Step transactions: everything one step commits, atomically.
+//!
+//! A [`StepTx`] appends each entry to the log as it is put (so a large model
+//! is never held twice in memory) and commits by appending one commit record
+//! and syncing once. Until that record is durable nothing of the step is
+//! visible; a transaction dropped without `commit` cuts the log back to where
+//! it began.
+//!
+//! **Dedup.** Before an entry is written its crc32 is computed; the catalog
+//! lists the live entries with the same payload length and crc, and an entry
+//! of the same kind, dtype and shape whose bytes compare equal is referenced
+//! instead of written. Equality is decided by comparing bytes, never by the
+//! hash alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, MutexGuard};
+
+use ndarray::{ArrayBase, Data, Dimension};
+use serde::Serialize;
+
+use crate::catalog::{CatalogRoot, StepChange};
+use crate::db::{prune_manifests, Db, Writer};
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::format::{
+    entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK, MAX_RECORD_LEN,
+};
+use crate::key::{validate_key, validate_name};
+use crate::log::read::CommittedEnd;
+use crate::log::write::Mark;
+use crate::log::FoundRoot;
+use crate::record::{now_ms, CommitRecord, EntryRef, LiveStep, Manifest, ReplayTableState};
+use crate::snapshot::StepInfo;
+
+/// The transaction that commits one step. Created by [`Db::begin_step`] and
+/// friends; borrows the database and holds its writer until it ends.
+pub struct StepTx<'db> {
+    db: &'db Db,
+    w: MutexGuard<'db, Writer>,
+    step: u64,
+    entries: BTreeMap<String, EntryRef>,
+    metrics: BTreeMap<String, f64>,
+    pub(crate) replay: BTreeMap<String, ReplayTableState>,
+    dropped: BTreeSet<u64>,
+    new_bytes: u64,
+    mark: Mark,
+    finished: bool,
+}
+
+impl std::fmt::Debug for StepTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepTx")
+            .field("step", &self.step)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Number of elements of `shape`, checking for overflow.
+pub(crate) fn element_count(shape: &[u64]) -> Result<u64> {
+    shape.iter().try_fold(1u64, |acc, &d| {
+        acc.checked_mul(d)
+            .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many elements")))
+    })
+}
+
+impl<'db> StepTx<'db> {
+    pub(crate) fn begin(db: &'db Db, step: u64, parent: Option<u64>) -> Result<StepTx<'db>> {
+        let w = db.lock_writer()?;
+        w.log.check()?;
+        if let Some(last) = db.last_committed_step() {
+            if step <= last {
+                return Err(Error::invalid(format!(
+                    "step {step} is not greater than the last committed step {last}"
+                )));
+            }
+        }
+        let (entries, replay) = match parent {
+            Some(p) => {
+                let (_, m) = db.manifest(p)?;
+                (m.entries.clone(), m.replay.clone())
+            }
+            None => (BTreeMap::new(), BTreeMap::new()),
+        };
+        let mark = w.log.mark();
+        Ok(StepTx {
+            db,
+            w,
+            step,
+            entries,
+            metrics: BTreeMap::new(),
+            replay,
+            dropped: BTreeSet::new(),
+            new_bytes: 0,
+            mark,
+            finished: false,
+        })
+    }
+
+    /// The step this transaction commits.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Puts raw bytes under `key`.
+    pub fn put_blob(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put_entry(key, Kind::Blob, None, Vec::new(), bytes)
+    }
+
+    /// Puts a tensor of any dimension. A view that is not in standard
+    /// (row-major, contiguous) layout is copied into row-major order first.
+    pub fn put_tensor<T, S, D>(&mut self, key: &str, array: &ArrayBase<S, D>) -> Result<()>
+    where
+        T: Element,
+        S: Data<Elem = T>,
+        D: Dimension,
+    {
+        let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
+        match array.as_slice() {
+            Some(s) => self.put_entry(
+                key,
+                Kind::Tensor,
+                Some(T::DTYPE),
+                shape,
+                bytemuck::cast_slice(s),
+            ),
+            None => {
+                let owned: Vec<T> = array.iter().copied().collect();
+                self.put_entry(
+                    key,
+                    Kind::Tensor,
+                    Some(T::DTYPE),
+                    shape,
+                    bytemuck::cast_slice(&owned),
+                )
+            }
+        }
+    }
+
+    /// Puts a tensor given as little-endian row-major bytes.
+    pub fn put_tensor_raw(
+        &mut self,
+        key: &str,
+        dtype: DType,
+        shape: &[u64],
+        bytes: &[u8],
+    ) -> Result<()> {
+        if shape.len() > MAX_RANK {
+            return Err(Error::invalid(format!(
+                "rank {} over the limit {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        let expected = element_count(shape)?
+            .checked_mul(dtype.size() as u64)
+            .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
+        if expected != bytes.len() as u64 {
+            return Err(Error::invalid(format!(
+                "{key:?}: shape {shape:?} of {dtype} needs {expected} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
+            return Err(Error::invalid(format!(
+                "{key:?}: bool tensor holds a byte other than 0 or 1"
+            )));
+        }
+        self.put_entry(key, Kind::Tensor, Some(dtype), shape.to_vec(), bytes)
+    }
+
+    /// Puts a serde value, stored as JSON.
+    pub fn put_value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| Error::invalid(format!("{key:?} does not serialize: {e}")))?;
+        self.put_entry(key, Kind::Value, None, Vec::new(), &json)
+    }
+
+    /// Records a metric of this step.
+    pub fn put_metric(&mut self, name: &str, value: f64) -> Result<()> {
+        validate_name("metric", name)?;
+        self.metrics.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// Removes `key` from this step (it was inherited from the parent or put
+    /// earlier). Returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// True when this step holds `key` so far.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Keys this step holds so far, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Drops live step `step` from the database, atomically with this
+    /// commit: once the commit is durable the step is gone for good (also
+    /// after a crash or a catalog rebuild). Tags naming it are removed.
+    pub fn drop_step(&mut self, step: u64) -> Result<()> {
+        if !self.db.steps().contains(&step) {
+            return Err(Error::StepNotFound { step });
+        }
+        self.dropped.insert(step);
+        Ok(())
+    }
+
+    fn put_entry(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        dtype: Option<DType>,
+        shape: Vec<u64>,
+        payload: &[u8],
+    ) -> Result<()> {
+        validate_key(key)?;
+        if shape.len() > MAX_RANK {
+            return Err(Error::invalid(format!(
+                "rank {} over the limit {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        if payload.len() as u64 > MAX_PAYLOAD_LEN {
+            return Err(Error::invalid(format!(
+                "{key:?}: payload over the 1 TiB limit"
+            )));
+        }
+        let crc = crc32fast::hash(payload);
+        if let Some(e) = self.find_duplicate(kind, dtype, &shape, payload, crc)? {
+            self.entries.insert(key.to_owned(), e);
+            return Ok(());
+        }
+        let header = EntryHeader {
+            kind,
+            dtype,
+            seq: 0,
+            payload_len: payload.len() as u64,
+            payload_crc: crc,
+            key: key.to_owned(),
+            shape: shape.clone(),
+        };
+        let at = self.w.log.append(header, payload)?;
+        self.new_bytes += payload.len() as u64;
+        self.entries.insert(
+            key.to_owned(),
+            EntryRef {
+                at,
+                kind,
+                dtype,
+                shape,
+                len: payload.len() as u64,
+                crc,
+                stored_key: key.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A committed live entry with exactly this content, if there is one.
+    fn find_duplicate(
+        &self,
+        kind: Kind,
+        dtype: Option<DType>,
+        shape: &[u64],
+        payload: &[u8],
+        crc: u32,
+    ) -> Result<Option<EntryRef>> {
+        let Some(catalog) = &self.w.catalog else {
+            return Ok(None);
+        };
+        let candidates = match catalog.content(payload.len() as u64, crc) {
+            Ok(c) => c,
+            // The catalog only saves space; a failure must not fail the put.
+            Err(_) => return Ok(None),
+        };
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let Some(committed) = self.db.read_view().committed() else {
+            return Ok(None);
+        };
+        for at in candidates {
+            if let Some(e) = self.candidate(at, committed, kind, dtype, shape, payload, crc) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn candidate(
+        &self,
+        at: Location,
+        committed: CommittedEnd,
+        kind: Kind,
+        dtype: Option<DType>,
+        shape: &[u64],
+        payload: &[u8],
+        crc: u32,
+    ) -> Option<EntryRef> {
+        let segs = &self.db.segments;
+        let probe = segs.map(at.segment, at.offset + 64, committed).ok()?;
+        let header = EntryHeader::decode(probe.bytes().get(at.offset as usize..)?).ok()?;
+        if header.kind != kind
+            || header.dtype != dtype
+            || header.shape != shape
+            || header.payload_crc != crc
+        {
+            return None;
+        }
+        let e = EntryRef {
+            at,
+            kind,
+            dtype,
+            shape: shape.to_vec(),
+            len: payload.len() as u64,
+            crc,
+            stored_key: header.key,
+        };
+        let maps = segs.map_all(std::iter::once(&e), committed).ok()?;
+        let stored = segs.payload(&maps, &e, false).ok()?;
+        (stored == payload).then_some(e)
+    }
+
+    /// Commits the step: appends the commit record, syncs, and returns once
+    /// the step is durable.
+    pub fn commit(mut self) -> Result<StepInfo> {
+        self.finished = true;
+        let manifest = Manifest {
+            step: self.step,
+            time_ms: now_ms(),
+            entries: std::mem::take(&mut self.entries),
+            metrics: std::mem::take(&mut self.metrics),
+            replay: std::mem::take(&mut self.replay),
+            new_bytes: self.new_bytes,
+        };
+        let step = self.step;
+        let dropped = std::mem::take(&mut self.dropped);
+        let db = self.db;
+        let root = publish(db, &mut self.w, Some(manifest), &dropped, |_| {})?;
+        let live = root
+            .record
+            .live
+            .iter()
+            .find(|l| l.step == step)
+            .ok_or(Error::StepNotFound { step })?;
+        Ok(StepInfo::from_live(live, &root.record.tags))
+    }
+
+    /// Abandons the transaction (what dropping it does), reporting an error
+    /// if the log could not be cut back.
+    pub fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        let mark = self.mark;
+        self.w.log.rollback(mark)
+    }
+}
+
+impl Drop for StepTx<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // On failure the writer is poisoned, and the next open cuts the
+            // uncommitted bytes off instead.
+            let _ = self.w.log.rollback(self.mark);
+        }
+    }
+}
+
+/// Appends a new root and makes it current: the commit point of every
+/// change to the database. `step` is the step this root adds (if any),
+/// `dropped` the steps it removes from the live set, and `edit` may change
+/// the rest of the record (tags, relocated manifests) before it is written.
+pub(crate) fn publish(
+    db: &Db,
+    w: &mut Writer,
+    step: Option<Manifest>,
+    dropped: &BTreeSet<u64>,
+    edit: impl FnOnce(&mut CommitRecord),
+) -> Result<FoundRoot> {
+    let prev = db.read_view().root.clone();
+    let mut removed = Vec::new();
+    for &s in dropped {
+        let (at, m) = db.manifest(s)?;
+        removed.push((s, at, m));
+    }
+    let (generation, last_step, prev_root, mut live, mut tags) = match &prev {
+        Some(r) => (
+            r.record.generation,
+            r.record.last_step,
+            Some(r.at),
+            r.record.live.clone(),
+            r.record.tags.clone(),
+        ),
+        None => (0, None, None, Vec::new(), BTreeMap::new()),
+    };
+    // Manifests inline in the previous root are referenced by its location.
+    for l in &mut live {
+        if l.manifest.is_none() {
+            l.manifest = prev_root;
+        }
+    }
+    live.retain(|l| !dropped.contains(&l.step));
+    tags.retain(|_, s| !dropped.contains(s));
+    if let Some(m) = &step {
+        live.push(LiveStep {
+            step: m.step,
+            manifest: None,
+            time_ms: m.time_ms,
+            logical_bytes: m.logical_bytes(),
+            new_bytes: m.new_bytes,
+            metrics: m.metrics.clone(),
+        });
+    }
+    let mut record = CommitRecord {
+        generation: generation + 1,
+        next_seq: w.log.next_seq() + 1,
+        last_step: step.as_ref().map(|m| m.step).or(last_step),
+        prev_root,
+        time_ms: now_ms(),
+        step,
+        live,
+        tags,
+    };
+    edit(&mut record);
+    let payload = record.encode();
+    if payload.len() as u64 > MAX_RECORD_LEN {
+        return Err(Error::invalid("commit record over the size limit"));
+    }
+    let header = EntryHeader {
+        kind: Kind::Commit,
+        dtype: None,
+        seq: 0,
+        payload_len: payload.len() as u64,
+        payload_crc: crc32fast::hash(&payload),
+        key: String::new(),
+        shape: Vec::new(),
+    };
+    let at = w.log.append(header, &payload)?;
+    w.log.sync()?;
+    w.log.set_last_root(at);
+    let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
+    let root = FoundRoot { at, end, record };
+    {
+        let mut view = db.write_view();
+        if let Some(m) = &root.record.step {
+            view.manifests.insert(at, Arc::new(m.clone()));
+        }
+        view.root = Some(root.clone());
+        prune_manifests(&mut view);
+    }
+    if let Some(catalog) = w.catalog.as_mut() {
+        let removed: Vec<StepChange<'_>> = removed
+            .iter()
+            .map(|(step, at, m)| StepChange {
+                step: *step,
+                manifest_at: *at,
+                manifest: m,
+            })
+            .collect();
+        let added: Vec<StepChange<'_>> = root
+            .record
+            .step
+            .iter()
+            .map(|m| StepChange {
+                step: m.step,
+                manifest_at: at,
+                manifest: m,
+            })
+            .collect();
+        let target = CatalogRoot {
+            generation: root.record.generation,
+            at,
+        };
+        if catalog.apply(target, &removed, &added).is_err() {
+            // The commit is durable; only the derived catalog failed. Stop
+            // using it (no more dedup) and let the next open rebuild it.
+            w.catalog = None;
+        }
+    }
+    Ok(root)
+}
