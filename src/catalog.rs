@@ -161,7 +161,7 @@ impl Catalog {
             let mut segments = tx.open_table(SEGMENTS)?;
             for c in removed {
                 steps.remove(c.step)?;
-                for (key, _) in &c.manifest.entries {
+                for key in c.manifest.entries.keys() {
                     history.remove((key.as_str(), c.step))?;
                 }
                 for e in c.manifest.entry_refs() {
@@ -229,6 +229,7 @@ impl Catalog {
     }
 
     /// Live payload bytes per segment.
+    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn segment_live_bytes(&self) -> Result<BTreeMap<u64, u64>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SEGMENTS)?;

@@ -199,21 +199,26 @@ impl Db {
         let first_id;
         match &rec.root {
             Some(r) => {
+                let mut changed = false;
                 for &id in rec.segments.iter().filter(|&&id| id > r.at.segment) {
                     let p = segment_path(&log_dir, id);
                     storage
                         .remove_file(&p)
                         .map_err(|e| Error::io("remove", &p, e))?;
+                    changed = true;
                 }
                 let p = segment_path(&log_dir, r.at.segment);
                 let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
                 if f.len().map_err(|e| Error::io("stat", &p, e))? > r.end {
                     f.set_len(r.end).map_err(|e| Error::io("truncate", &p, e))?;
                     f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+                    changed = true;
                 }
-                storage
-                    .sync_dir(&log_dir)
-                    .map_err(|e| Error::io("fsync", &log_dir, e))?;
+                if changed {
+                    storage
+                        .sync_dir(&log_dir)
+                        .map_err(|e| Error::io("fsync", &log_dir, e))?;
+                }
                 next_seq = r.record.next_seq;
                 root_pos = Some((r.at, r.end));
                 first_id = 0;
@@ -284,7 +289,7 @@ impl Db {
         if !log_dir.is_dir() {
             return Err(not_a_db(&path, "it has no log/ directory"));
         }
-        let rec = find_root(&log_dir, None, Validate::RootOnly)?;
+        let rec = find_root(&log_dir, None, Validate::Headers)?;
         Ok(Db {
             path,
             segments: Arc::new(Segments::new(log_dir)),
@@ -303,7 +308,7 @@ impl Db {
             return Ok(false);
         }
         let hint = self.read_view().root.as_ref().map(|r| r.at);
-        let rec = find_root(self.segments.log_dir(), hint, Validate::RootOnly)?;
+        let rec = find_root(self.segments.log_dir(), hint, Validate::Headers)?;
         let mut view = self.write_view();
         let old = view.root.as_ref().map(|r| r.record.generation);
         let new = rec.root.as_ref().map(|r| r.record.generation);

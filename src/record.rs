@@ -161,6 +161,7 @@ impl CommitRecord {
 }
 
 impl Manifest {
+    #[allow(dead_code)] // for compaction (copying manifests forward)
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).unwrap_or_default()
     }

@@ -24,7 +24,9 @@ use super::{align_up, FORMAT_VERSION, MAX_KEY_LEN, MAX_PAYLOAD_LEN, MAX_RANK};
 use crate::dtype::DType;
 
 pub(crate) const ENTRY_FIXED_LEN: usize = 64;
-const MAGIC: [u8; 4] = *b"CKPE";
+/// The first four bytes of every entry.
+pub(crate) const ENTRY_MAGIC: [u8; 4] = *b"CKPE";
+const MAGIC: [u8; 4] = ENTRY_MAGIC;
 
 /// What an entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -7,7 +7,7 @@
 mod entry;
 mod segment;
 
-pub(crate) use entry::{entry_size, HeaderError, ENTRY_FIXED_LEN};
+pub(crate) use entry::{entry_size, HeaderError, ENTRY_FIXED_LEN, ENTRY_MAGIC};
 pub use entry::{EntryHeader, Kind};
 pub(crate) use segment::{
     parse_segment_file_name, segment_file_name, SegmentHeader, SegmentHeaderError,

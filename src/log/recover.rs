@@ -49,9 +49,10 @@ pub(crate) struct Recovered {
 pub(crate) enum Validate {
     /// Check every entry the newest root wrote (writer open).
     Tail,
-    /// Trust a root whose own crc holds; entries are checked on access
-    /// (read-only open, which must be cheap and must not read payloads).
-    RootOnly,
+    /// Check the headers of the entries the newest root wrote, not their
+    /// payloads (read-only open, which must stay cheap); payloads are
+    /// checked on access.
+    Headers,
 }
 
 /// Finds the newest valid root. `hint` is a root known to be valid from
@@ -122,9 +123,9 @@ pub(crate) fn find_root(
         return find_root(log_dir, None, validate);
     }
     let mut root = candidate;
-    if validate == Validate::Tail {
+    {
         while let Some(r) = root.take() {
-            match check_tail(log_dir, &r) {
+            match check_tail(log_dir, &r, validate) {
                 Ok(()) => {
                     root = Some(r);
                     break;
@@ -144,6 +145,12 @@ pub(crate) fn find_root(
 
 /// Walks the entry chain of one segment from `start` and returns the last
 /// commit record whose header and payload check out.
+///
+/// A header that does not decode ends the chain only if nothing valid
+/// follows it: the walk resynchronises at the next 64-byte boundary that
+/// holds a valid header with a higher sequence number. Without that, one
+/// flipped bit in an old entry header would hide every later commit of the
+/// segment, and a writer would then cut them off as a "torn tail".
 fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<FoundRoot>> {
     let len = file
         .metadata()
@@ -156,7 +163,20 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
         let want = MAX_HEADER_LEN.min((len - off) as usize);
         let bytes = read_at(file, path, off, want)?;
         let header = match EntryHeader::decode(&bytes) {
-            Ok(h) => h,
+            Ok(h) if last_seq.is_none_or(|s| h.seq > s) => h,
+            Ok(_)
+            | Err(
+                HeaderError::BadMagic
+                | HeaderError::Checksum { .. }
+                | HeaderError::Short
+                | HeaderError::Invalid(_),
+            ) => match next_magic(file, path, off + 64, len)? {
+                Some(next) => {
+                    off = next;
+                    continue;
+                }
+                None => break,
+            },
             Err(HeaderError::Version(v)) => {
                 return Err(Error::IncompatibleVersion {
                     path: path.to_owned(),
@@ -164,13 +184,16 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
                     supported: FORMAT_VERSION,
                 })
             }
-            Err(_) => break,
         };
-        if last_seq.is_some_and(|s| header.seq <= s) {
-            break;
-        }
         let Some(end) = off.checked_add(header.entry_size()).filter(|&e| e <= len) else {
-            break;
+            // Runs past the end: a torn payload, or a damaged length.
+            match next_magic(file, path, off + 64, len)? {
+                Some(next) => {
+                    off = next;
+                    continue;
+                }
+                None => break,
+            }
         };
         last_seq = Some(header.seq);
         if header.kind == Kind::Commit {
@@ -180,13 +203,34 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
             };
             if let Ok(record) = read_record(file, path, off, &header) {
                 found = Some(FoundRoot { at, end, record });
-            } else {
-                break;
             }
         }
         off = end;
     }
     Ok(found)
+}
+
+/// The first 64-byte aligned offset in `[from, len)` that starts with the
+/// entry magic. Reads in large windows so that skipping a torn multi-GiB
+/// payload costs one sequential pass over it.
+fn next_magic(file: &File, path: &Path, from: u64, len: u64) -> Result<Option<u64>> {
+    const WINDOW: u64 = 8 << 20;
+    let mut pos = from;
+    while pos + 64 <= len {
+        let n = WINDOW.min(len - pos) as usize;
+        let buf = read_at(file, path, pos, n)?;
+        if let Some(i) = buf
+            .chunks(64)
+            .position(|c| c.len() >= 4 && c[..4] == crate::format::ENTRY_MAGIC)
+        {
+            return Ok(Some(pos + 64 * i as u64));
+        }
+        if buf.len() < n {
+            break;
+        }
+        pos += n as u64;
+    }
+    Ok(None)
 }
 
 /// Reads and checks the payload of a commit record whose header is decoded.
@@ -243,7 +287,7 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
-    if off % 64 != 0 || off < SEGMENT_HEADER_LEN || off >= len {
+    if !off.is_multiple_of(64) || off < SEGMENT_HEADER_LEN || off >= len {
         return Err(Error::corruption(
             path,
             off,
@@ -266,8 +310,9 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
     Ok((header, end))
 }
 
-/// Checks every entry the root's step wrote after the previous root.
-fn check_tail(log_dir: &Path, root: &FoundRoot) -> Result<()> {
+/// Checks every entry the root's step wrote after the previous root: headers
+/// and payloads for the writer, headers only for a reader.
+fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()> {
     let Some(manifest) = &root.record.step else {
         return Ok(());
     };
@@ -279,13 +324,14 @@ fn check_tail(log_dir: &Path, root: &FoundRoot) -> Result<()> {
         .entry_refs()
         .filter(|e| e.at > after && e.at < root.at)
     {
-        check_entry(log_dir, e)?;
+        check_entry(log_dir, e, validate == Validate::Tail)?;
     }
     Ok(())
 }
 
-/// Reads one entry with positioned reads and checks it against its reference.
-pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef) -> Result<()> {
+/// Reads one entry with positioned reads and checks its header against the
+/// reference, and with `payload` its payload crc too.
+pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef, payload: bool) -> Result<()> {
     let path = segment_path(log_dir, e.at.segment);
     let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
     let (header, _) = read_header(&file, &path, e.at.offset)?;
@@ -295,6 +341,9 @@ pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef) -> Result<()> {
             e.at.offset,
             "entry does not match its manifest",
         ));
+    }
+    if !payload {
+        return Ok(());
     }
     let mut hasher = crc32fast::Hasher::new();
     let mut off = e.at.offset + header.payload_offset();
