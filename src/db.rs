@@ -509,32 +509,26 @@ impl Db {
     /// holds it, and every later one where it differs from the step before).
     pub fn history(&self, key: &str) -> Result<Vec<u64>> {
         crate::key::validate_key(key)?;
-        let locations: Vec<(u64, Option<Location>)> = match &self.writer {
+        // The writer answers from the catalog; a reader (or a writer whose
+        // catalog failed) reads the live manifests.
+        let from_catalog: Option<HashMap<u64, Location>> = match &self.writer {
             Some(w) => {
                 let w = w.lock().unwrap_or_else(PoisonError::into_inner);
-                let held: HashMap<u64, Location> = match &w.catalog {
-                    Some(c) => c.history(key)?.into_iter().collect(),
-                    None => {
-                        return Err(Error::Poisoned {
-                            cause: "catalog unavailable".into(),
-                        })
-                    }
-                };
-                drop(w);
-                self.steps()
-                    .into_iter()
-                    .map(|s| (s, held.get(&s).copied()))
-                    .collect()
-            }
-            None => {
-                let mut out = Vec::new();
-                for s in self.steps() {
-                    let (_, m) = self.manifest(s)?;
-                    out.push((s, m.entries.get(key).map(|e| e.at)));
+                match &w.catalog {
+                    Some(c) => Some(c.history(key)?.into_iter().collect()),
+                    None => None,
                 }
-                out
             }
+            None => None,
         };
+        let mut locations: Vec<(u64, Option<Location>)> = Vec::new();
+        for s in self.steps() {
+            let at = match &from_catalog {
+                Some(held) => held.get(&s).copied(),
+                None => self.manifest(s)?.1.entries.get(key).map(|e| e.at),
+            };
+            locations.push((s, at));
+        }
         let mut prev = None;
         let mut changes = Vec::new();
         for (step, at) in locations {
