@@ -60,6 +60,21 @@ pub(crate) struct CatalogRoot {
     pub at: Location,
 }
 
+/// The dedup index as of one moment: `(payload length, crc32)` to the
+/// locations of live entries with that content hash.
+pub(crate) struct ContentIndex(redb::ReadOnlyMultimapTable<(u64, u32), Loc>);
+
+impl ContentIndex {
+    /// Locations of live entries with this payload length and crc32.
+    pub(crate) fn get(&self, len: u64, crc: u32) -> Result<Vec<Location>> {
+        let mut out = Vec::new();
+        for v in self.0.get((len, crc))? {
+            out.push(unloc(v?.value()));
+        }
+        Ok(out)
+    }
+}
+
 /// A step added to or removed from the live set.
 pub(crate) struct StepChange<'a> {
     pub step: u64,
@@ -205,15 +220,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Locations of live entries with this payload length and crc32.
-    pub(crate) fn content(&self, len: u64, crc: u32) -> Result<Vec<Location>> {
+    /// A read view of the dedup index, to be held for a whole transaction
+    /// (one redb read transaction instead of one per put).
+    pub(crate) fn content_index(&self) -> Result<ContentIndex> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_multimap_table(CONTENT)?;
-        let mut out = Vec::new();
-        for v in t.get((len, crc))? {
-            out.push(unloc(v?.value()));
-        }
-        Ok(out)
+        Ok(ContentIndex(tx.open_multimap_table(CONTENT)?))
     }
 
     /// `(step, entry location)` for every live step holding `key`, ascending.

@@ -18,7 +18,7 @@ use std::sync::{Arc, MutexGuard};
 use ndarray::{ArrayBase, Data, Dimension};
 use serde::Serialize;
 
-use crate::catalog::{CatalogRoot, StepChange};
+use crate::catalog::{CatalogRoot, ContentIndex, StepChange};
 use crate::db::{prune_manifests, Db, Writer};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
@@ -45,6 +45,8 @@ pub struct StepTx<'db> {
     new_bytes: u64,
     mark: Mark,
     finished: bool,
+    /// The dedup index, opened at the first put and held until commit.
+    content: Option<ContentIndex>,
 }
 
 impl std::fmt::Debug for StepTx<'_> {
@@ -94,6 +96,7 @@ impl<'db> StepTx<'db> {
             new_bytes: 0,
             mark,
             finished: false,
+            content: None,
         })
     }
 
@@ -262,20 +265,28 @@ impl<'db> StepTx<'db> {
 
     /// A committed live entry with exactly this content, if there is one.
     fn find_duplicate(
-        &self,
+        &mut self,
         kind: Kind,
         dtype: Option<DType>,
         shape: &[u64],
         payload: &[u8],
         crc: u32,
     ) -> Result<Option<EntryRef>> {
-        let Some(catalog) = &self.w.catalog else {
+        if self.content.is_none() {
+            let Some(catalog) = &self.w.catalog else {
+                return Ok(None);
+            };
+            // The catalog only saves space; a failure must not fail the put.
+            match catalog.content_index() {
+                Ok(index) => self.content = Some(index),
+                Err(_) => return Ok(None),
+            }
+        }
+        let Some(index) = &self.content else {
             return Ok(None);
         };
-        let candidates = match catalog.content(payload.len() as u64, crc) {
-            Ok(c) => c,
-            // The catalog only saves space; a failure must not fail the put.
-            Err(_) => return Ok(None),
+        let Ok(candidates) = index.get(payload.len() as u64, crc) else {
+            return Ok(None);
         };
         if candidates.is_empty() {
             return Ok(None);
@@ -330,6 +341,7 @@ impl<'db> StepTx<'db> {
     /// the step is durable.
     pub fn commit(mut self) -> Result<StepInfo> {
         self.finished = true;
+        self.content = None;
         let manifest = Manifest {
             step: self.step,
             time_ms: now_ms(),

@@ -156,27 +156,15 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
+    let mut window = Window::default();
     let mut off = start;
     let mut last_seq: Option<u64> = None;
     let mut found = None;
     while off + 64 <= len {
         let want = MAX_HEADER_LEN.min((len - off) as usize);
-        let bytes = read_at(file, path, off, want)?;
-        let header = match EntryHeader::decode(&bytes) {
+        let bytes = window.get(file, path, off, want)?;
+        let header = match EntryHeader::decode(bytes) {
             Ok(h) if last_seq.is_none_or(|s| h.seq > s) => h,
-            Ok(_)
-            | Err(
-                HeaderError::BadMagic
-                | HeaderError::Checksum { .. }
-                | HeaderError::Short
-                | HeaderError::Invalid(_),
-            ) => match next_magic(file, path, off + 64, len)? {
-                Some(next) => {
-                    off = next;
-                    continue;
-                }
-                None => break,
-            },
             Err(HeaderError::Version(v)) => {
                 return Err(Error::IncompatibleVersion {
                     path: path.to_owned(),
@@ -184,6 +172,13 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
                     supported: FORMAT_VERSION,
                 })
             }
+            Ok(_) | Err(_) => match next_magic(file, path, off + 64, len)? {
+                Some(next) => {
+                    off = next;
+                    continue;
+                }
+                None => break,
+            },
         };
         let Some(end) = off.checked_add(header.entry_size()).filter(|&e| e <= len) else {
             // Runs past the end: a torn payload, or a damaged length.
@@ -208,6 +203,28 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
         off = end;
     }
     Ok(found)
+}
+
+/// A read-ahead buffer for walking entry headers: small entries are read a
+/// megabyte at a time instead of one system call each.
+#[derive(Default)]
+struct Window {
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl Window {
+    const SIZE: usize = 1 << 20;
+
+    fn get(&mut self, file: &File, path: &Path, off: u64, len: usize) -> Result<&[u8]> {
+        let inside = off >= self.at && off + len as u64 <= self.at + self.buf.len() as u64;
+        if !inside {
+            self.buf = read_at(file, path, off, Self::SIZE.max(len))?;
+            self.at = off;
+        }
+        let s = (off - self.at) as usize;
+        Ok(&self.buf[s..(s + len).min(self.buf.len())])
+    }
 }
 
 /// The first 64-byte aligned offset in `[from, len)` that starts with the
@@ -287,6 +304,11 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
+    read_header_in(file, len, path, off)
+}
+
+/// [`read_header`] for a file whose length is known.
+fn read_header_in(file: &File, len: u64, path: &Path, off: u64) -> Result<(EntryHeader, u64)> {
     if !off.is_multiple_of(64) || off < SEGMENT_HEADER_LEN || off >= len {
         return Err(Error::corruption(
             path,
@@ -320,21 +342,38 @@ fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()
         segment: 0,
         offset: 0,
     });
+    // One open file per segment: a commit can hold thousands of entries.
+    let mut files: std::collections::HashMap<u64, (File, u64)> = Default::default();
     for e in manifest
         .entry_refs()
         .filter(|e| e.at > after && e.at < root.at)
     {
-        check_entry(log_dir, e, validate == Validate::Tail)?;
+        if let std::collections::hash_map::Entry::Vacant(v) = files.entry(e.at.segment) {
+            let path = segment_path(log_dir, e.at.segment);
+            let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
+            let len = file
+                .metadata()
+                .map_err(|err| Error::io("stat", &path, err))?
+                .len();
+            v.insert((file, len));
+        }
+        let (file, len) = &files[&e.at.segment];
+        check_entry(
+            file,
+            *len,
+            &segment_path(log_dir, e.at.segment),
+            e,
+            validate == Validate::Tail,
+        )?;
     }
     Ok(())
 }
 
 /// Reads one entry with positioned reads and checks its header against the
 /// reference, and with `payload` its payload crc too.
-pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef, payload: bool) -> Result<()> {
-    let path = segment_path(log_dir, e.at.segment);
-    let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
-    let (header, _) = read_header(&file, &path, e.at.offset)?;
+fn check_entry(file: &File, len: u64, path: &Path, e: &EntryRef, payload: bool) -> Result<()> {
+    let (header, _) = read_header_in(file, len, path, e.at.offset)?;
+    let path = path.to_owned();
     if header.key != e.stored_key || header.payload_len != e.len || header.payload_crc != e.crc {
         return Err(Error::corruption(
             &path,
@@ -351,7 +390,7 @@ pub(crate) fn check_entry(log_dir: &Path, e: &EntryRef, payload: bool) -> Result
     const CHUNK: u64 = 8 << 20;
     while off < end {
         let n = CHUNK.min(end - off) as usize;
-        let buf = read_at(&file, &path, off, n)?;
+        let buf = read_at(file, &path, off, n)?;
         if buf.len() != n {
             return Err(Error::corruption(&path, e.at.offset, "payload cut short"));
         }
