@@ -161,7 +161,7 @@ impl Catalog {
             let mut segments = tx.open_table(SEGMENTS)?;
             for c in removed {
                 steps.remove(c.step)?;
-                for (key, _) in &c.manifest.entries {
+                for key in c.manifest.entries.keys() {
                     history.remove((key.as_str(), c.step))?;
                 }
                 for e in c.manifest.entry_refs() {

@@ -93,6 +93,18 @@ impl Db {
     /// [`Db::compact`] with the live fraction (`0.0..=1.0`) under which a
     /// sealed segment is copied forward. `0.0` only deletes dead segments.
     pub fn compact_with(&self, live_threshold: f64) -> Result<CompactStats> {
+        self.reclaim_inner(live_threshold, false)
+    }
+
+    /// What a training loop runs after each save: [`Db::compact_with`],
+    /// except that the catalog's per-segment live bytes are consulted first
+    /// and the live manifests are walked only when some segment may be a
+    /// candidate.
+    pub(crate) fn reclaim(&self, live_threshold: f64) -> Result<CompactStats> {
+        self.reclaim_inner(live_threshold, true)
+    }
+
+    fn reclaim_inner(&self, live_threshold: f64, use_catalog: bool) -> Result<CompactStats> {
         if !(0.0..=1.0).contains(&live_threshold) {
             return Err(Error::invalid(format!(
                 "live threshold {live_threshold} is not within 0..=1"
@@ -119,6 +131,21 @@ impl Db {
             .chain([prev_segment])
             .flatten()
             .collect();
+        if use_catalog {
+            if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
+                // The catalog counts live entries, not manifests, so what it
+                // counts never exceeds what is live: a segment at or above
+                // the threshold by its count is not a candidate.
+                let any = sizes.iter().any(|(id, &len)| {
+                    let used = counted.get(id).copied().unwrap_or(0);
+                    !protected.contains(id)
+                        && (used == 0 || (used as f64) < live_threshold * capacity(len))
+                });
+                if !any {
+                    return Ok(stats);
+                }
+            }
+        }
         let live = self.liveness()?;
 
         let mut dead = BTreeSet::new();
@@ -132,8 +159,7 @@ impl Db {
                 continue;
             }
             let used = live.live_bytes.get(&id).copied().unwrap_or(0) as f64;
-            let capacity = len.saturating_sub(SEGMENT_HEADER_LEN).max(1) as f64;
-            if used < live_threshold * capacity {
+            if used < live_threshold * capacity(len) {
                 sparse.insert(id);
             }
         }
@@ -229,7 +255,10 @@ impl Db {
         w: &mut Writer,
         live: &Liveness,
         sparse: &BTreeSet<u64>,
-    ) -> Result<(BTreeMap<Location, EntryRef>, BTreeMap<u64, (Location, Manifest)>)> {
+    ) -> Result<(
+        BTreeMap<Location, EntryRef>,
+        BTreeMap<u64, (Location, Manifest)>,
+    )> {
         let committed = self
             .read_view()
             .committed()
@@ -239,9 +268,7 @@ impl Db {
             .values()
             .filter(|e| sparse.contains(&e.at.segment))
             .collect();
-        let maps = self
-            .segments
-            .map_all(to_copy.iter().copied(), committed)?;
+        let maps = self.segments.map_all(to_copy.iter().copied(), committed)?;
         let mut moved = BTreeMap::new();
         for e in to_copy {
             // Checked: a damaged entry is not copied into a fresh segment
@@ -337,6 +364,11 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// Bytes a segment of `len` bytes has for entries.
+fn capacity(len: u64) -> f64 {
+    len.saturating_sub(SEGMENT_HEADER_LEN).max(1) as f64
 }
 
 /// Points every reference of `m` that moved to its copy. Returns whether

@@ -271,14 +271,17 @@ impl Snapshot {
         bad
     }
 
+    #[allow(dead_code)] // for the CLI and interop
     pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
+    #[allow(dead_code)] // for the CLI and interop
     pub(crate) fn maps(&self) -> &SegmentMaps {
         &self.maps
     }
 
+    #[allow(dead_code)] // for the CLI and interop
     pub(crate) fn segments(&self) -> &Segments {
         &self.segments
     }

@@ -54,8 +54,11 @@ impl Db {
 
     /// The step tag `name` names.
     pub fn tagged_step(&self, name: &str) -> Result<u64> {
-        self.tags().get(name).copied().ok_or_else(|| Error::NotFound {
-            what: format!("tag {name:?}"),
-        })
+        self.tags()
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("tag {name:?}"),
+            })
     }
 }

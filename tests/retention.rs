@@ -51,7 +51,11 @@ fn check(db: &Db, want: &BTreeSet<u64>) {
     for &s in want {
         let snap = db.snapshot(s).unwrap();
         let w = snap.tensor("w").unwrap().to_owned::<f32>().unwrap();
-        assert_eq!(w.as_slice().unwrap(), weights(s).as_slice().unwrap(), "step {s}");
+        assert_eq!(
+            w.as_slice().unwrap(),
+            weights(s).as_slice().unwrap(),
+            "step {s}"
+        );
         assert_eq!(snap.metrics().get("loss"), Some(&(1.0 / s as f64)));
     }
 }
@@ -61,7 +65,10 @@ fn retention_keeps_exactly_the_policy_steps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let want = expected();
-    assert!(want.len() >= 8, "the scenario must keep something of each rule");
+    assert!(
+        want.len() >= 8,
+        "the scenario must keep something of each rule"
+    );
     {
         let db = Db::open_with(&path, DbOptions::default().segment_size(64 << 10)).unwrap();
         let options = CheckpointOptions::new()
@@ -104,10 +111,7 @@ fn retention_keeps_exactly_the_policy_steps() {
             m.restore(151),
             Err(Error::StepNotFound { step: 151 })
         ));
-        assert!(matches!(
-            m.restore_tag("nope"),
-            Err(Error::NotFound { .. })
-        ));
+        assert!(matches!(m.restore_tag("nope"), Err(Error::NotFound { .. })));
         // Segments of dropped steps were reclaimed as the run went.
         let live: u64 = want.len() as u64 * 4000;
         let segs = segment_bytes(&path);

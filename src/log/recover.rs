@@ -243,7 +243,7 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
-    if off % 64 != 0 || off < SEGMENT_HEADER_LEN || off >= len {
+    if !off.is_multiple_of(64) || off < SEGMENT_HEADER_LEN || off >= len {
         return Err(Error::corruption(
             path,
             off,

@@ -306,10 +306,12 @@ impl LogWriter {
         Ok(())
     }
 
+    #[allow(dead_code)] // for tools that act on the log directly
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
 
+    #[allow(dead_code)] // for tools that act on the log directly
     pub(crate) fn log_dir(&self) -> &Path {
         &self.dir
     }

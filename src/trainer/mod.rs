@@ -382,7 +382,7 @@ where
     if let Some(threshold) = options.reclaim_threshold {
         // The step is durable; a failure here is still reported, because it
         // poisons the writer for the next commit anyway.
-        db.compact_with(threshold)?;
+        db.reclaim(threshold)?;
     }
     Ok(info)
 }

@@ -125,24 +125,14 @@ pub fn steps_to_keep(
     }
     let mut keep: BTreeSet<u64> = BTreeSet::new();
     keep.insert(newest);
-    keep.extend(
-        steps
-            .iter()
-            .map(|c| c.step)
-            .filter(|s| tagged.contains(s)),
-    );
+    keep.extend(steps.iter().map(|c| c.step).filter(|s| tagged.contains(s)));
     if let Some(n) = policy.keep_last {
         let mut all: Vec<u64> = steps.iter().map(|c| c.step).collect();
         all.sort_unstable();
         keep.extend(all.iter().rev().take(n));
     }
     if let Some(k) = policy.keep_every.filter(|&k| k > 0) {
-        keep.extend(
-            steps
-                .iter()
-                .map(|c| c.step)
-                .filter(|s| s.is_multiple_of(k)),
-        );
+        keep.extend(steps.iter().map(|c| c.step).filter(|s| s.is_multiple_of(k)));
     }
     for rule in &policy.keep_best {
         keep.extend(best_steps(steps, &rule.metric, rule.mode, rule.k));
