@@ -11,7 +11,9 @@
 //!
 //! `CKPTDB_BENCH_SCALE` (a float, default 1.0) scales every size: at 1.0 the
 //! stall benchmark hands over 1 GiB and the disk benchmark makes 1,000
-//! commits of a 100 MiB model; `CKPTDB_BENCH_SCALE=0.1` is a quick run.
+//! commits of a 100 MiB model (100 GB of writes); `CKPTDB_BENCH_SCALE=0.1`
+//! is a quick run. `CKPTDB_BENCH_DISK_SCALE` overrides the scale of the disk
+//! benchmark alone.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -24,11 +26,14 @@ use criterion::{Criterion, SamplingMode};
 use ndarray::Array1;
 
 fn scale() -> f64 {
-    std::env::var("CKPTDB_BENCH_SCALE")
+    scale_from("CKPTDB_BENCH_SCALE").unwrap_or(1.0)
+}
+
+fn scale_from(var: &str) -> Option<f64> {
+    std::env::var(var)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| *s > 0.0)
-        .unwrap_or(1.0)
 }
 
 /// Tensors of the model: 8 of equal size.
@@ -141,7 +146,7 @@ fn segment_bytes(path: &Path) -> u64 {
 }
 
 fn disk_bound() {
-    let s = scale();
+    let s = scale_from("CKPTDB_BENCH_DISK_SCALE").unwrap_or_else(scale);
     let bytes = ((100u64 << 20) as f64 * s) as u64;
     let commits = ((1000.0 * s) as u64).max(10);
     let segment = DbOptions::default().segment_size;

@@ -186,6 +186,11 @@ impl PendingStep {
                 bytes.len()
             )));
         }
+        if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
+            return Err(Error::invalid(format!(
+                "{key:?}: bool tensor holds a byte other than 0 or 1"
+            )));
+        }
         self.push(
             key,
             Item::Tensor {
