@@ -126,6 +126,12 @@ fn compaction_returns_space_and_readers_keep_reading() {
     for &s in &live_steps {
         check_step(&db, s);
     }
+    // Entries shared between steps stay shared after they moved (copied
+    // once), and the catalog follows the moves.
+    assert_eq!(db.history("shared").unwrap(), vec![10]);
+    assert_eq!(db.history("w").unwrap(), live_steps);
+    let at = |s: u64| db.snapshot(s).unwrap().entry("shared").unwrap().location;
+    assert!(live_steps.iter().all(|&s| at(s) == at(10)));
     // Nothing left to do.
     let again = db.compact().unwrap();
     assert_eq!(again.segments_deleted, 0, "{again:?}");
@@ -267,6 +273,158 @@ fn failed_compaction_loses_nothing() {
         assert!(stats.segments_deleted >= 3, "mode {mode}: {stats:?}");
         for s in db.steps() {
             check_step(&db, s);
+        }
+    }
+}
+
+const CRASH_ENV: &str = "CKPTDB_TEST_COMPACT_CRASH";
+
+/// A storage that kills the process at its `n`-th operation once armed.
+#[derive(Debug)]
+struct Crashing {
+    countdown: Arc<std::sync::atomic::AtomicI64>,
+}
+
+#[derive(Debug)]
+struct CrashingFile {
+    inner: Box<dyn StorageFile>,
+    countdown: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Counts one operation; dies when the countdown reaches zero.
+fn tick(countdown: &std::sync::atomic::AtomicI64) {
+    if countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+        std::process::abort();
+    }
+}
+
+impl Storage for Crashing {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        FsStorage.create_dir_all(path)
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        tick(&self.countdown);
+        Ok(Box::new(CrashingFile {
+            inner: FsStorage.create_new(path)?,
+            countdown: self.countdown.clone(),
+        }))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(CrashingFile {
+            inner: FsStorage.open(path)?,
+            countdown: self.countdown.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        tick(&self.countdown);
+        FsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        tick(&self.countdown);
+        FsStorage.sync_dir(path)
+    }
+}
+
+impl StorageFile for CrashingFile {
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        tick(&self.countdown);
+        // Half of the write reaches the file before the crash.
+        if self.countdown.load(Ordering::SeqCst) == 0 {
+            return self.inner.write_at(offset, &buf[..buf.len() / 2]);
+        }
+        self.inner.write_at(offset, buf)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        tick(&self.countdown);
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        tick(&self.countdown);
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+/// Child: compacts a filled database with a crash at operation `n` (never,
+/// when compaction needs fewer operations: the child then exits normally).
+fn compact_crash_child(path: &Path, n: i64) {
+    let countdown = Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX));
+    let storage = Arc::new(Crashing {
+        countdown: countdown.clone(),
+    });
+    let db = Db::open_with(
+        path,
+        DbOptions::default().segment_size(SEGMENT).storage(storage),
+    )
+    .unwrap();
+    countdown.store(n, Ordering::SeqCst);
+    db.compact().unwrap();
+}
+
+#[test]
+fn crash_at_every_step_of_compaction_loses_nothing() {
+    if let Ok(spec) = std::env::var(CRASH_ENV) {
+        let (n, path) = spec.split_once(':').unwrap();
+        compact_crash_child(Path::new(path), n.parse().unwrap());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.ckpt");
+    fill(&Db::open_with(&template, DbOptions::default().segment_size(SEGMENT)).unwrap());
+    let mut crashed_at = Vec::new();
+    for n in 1..=64i64 {
+        let path = dir.path().join(format!("run{n}.ckpt"));
+        copy_dir(&template, &path);
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "crash_at_every_step_of_compaction_loses_nothing",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_ENV, format!("{n}:{}", path.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.steps(), vec![10, 20, 30, 39, 40], "crash at op {n}");
+        for s in db.steps() {
+            check_step(&db, s);
+        }
+        let stats = db.compact().unwrap();
+        for s in db.steps() {
+            check_step(&db, s);
+        }
+        let live = 6 * (N as u64 * 4);
+        assert!(
+            stats.bytes_after < live + SEGMENT,
+            "crash at op {n}: {stats:?}"
+        );
+        drop(db);
+        std::fs::remove_dir_all(&path).unwrap();
+        if status.success() {
+            // Compaction needed fewer than n operations: every point was hit.
+            break;
+        }
+        crashed_at.push(n);
+    }
+    eprintln!("compaction crashed at operations {crashed_at:?}");
+    assert!(crashed_at.len() >= 5, "{crashed_at:?}");
+    assert!(crashed_at.len() < 64, "compaction never completed");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
         }
     }
 }
