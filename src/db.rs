@@ -312,6 +312,10 @@ impl Db {
         }
         view.root = rec.root;
         prune_manifests(&mut view);
+        drop(view);
+        // Stop holding maps of segments the writer reclaimed, so their
+        // space comes back (snapshots keep their own maps).
+        self.segments.retain(|id| rec.segments.binary_search(&id).is_ok());
         Ok(true)
     }
 
