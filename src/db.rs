@@ -315,7 +315,8 @@ impl Db {
         drop(view);
         // Stop holding maps of segments the writer reclaimed, so their
         // space comes back (snapshots keep their own maps).
-        self.segments.retain(|id| rec.segments.binary_search(&id).is_ok());
+        self.segments
+            .retain(|id| rec.segments.binary_search(&id).is_ok());
         Ok(true)
     }
 

@@ -69,6 +69,11 @@ pub use policy::{KeepBest, MetricMode, RetentionPolicy, SaveSchedule};
 
 /// What a [`CheckpointManager`] does: when it saves, what it keeps, and
 /// whether it reclaims space after saving.
+///
+/// Retention rules add up: with no rule every step is kept; once any rule
+/// is set, a step survives a save only if some rule keeps it (the step
+/// being saved and tagged steps always survive). Example: `keep_last(3)`
+/// alone keeps 3 steps; adding `keep_every(100)` also keeps 100, 200, ….
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointOptions {
     /// When [`CheckpointManager::should_save`] says yes.

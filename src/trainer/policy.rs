@@ -232,6 +232,61 @@ mod tests {
         assert_eq!(best_steps(&more, "r", MetricMode::Min, 1), vec![6]);
     }
 
+    proptest::proptest! {
+        /// Deciding at every save over the live set only gives exactly what
+        /// deciding once over every step ever saved gives: nothing a rule
+        /// wants is ever dropped early.
+        #[test]
+        fn incremental_equals_global(
+            values in proptest::collection::vec(proptest::option::of(0u8..6), 1..60),
+            keep_last in proptest::option::of(0usize..4),
+            keep_every in proptest::option::of(1u64..9),
+            best in proptest::option::of(0usize..4),
+            max in proptest::bool::ANY,
+            tag in 0u64..70,
+        ) {
+            let mode = if max { MetricMode::Max } else { MetricMode::Min };
+            let policy = RetentionPolicy {
+                keep_last,
+                keep_every,
+                keep_best: best
+                    .map(|k| KeepBest { metric: "m".into(), k, mode })
+                    .into_iter()
+                    .collect(),
+            };
+            // Value 5 stands for NaN.
+            let metrics: Vec<BTreeMap<String, f64>> = values
+                .iter()
+                .map(|v| match v {
+                    Some(5) => metrics_of(f64::NAN),
+                    Some(x) => metrics_of(*x as f64),
+                    None => BTreeMap::new(),
+                })
+                .collect();
+            let tagged = BTreeSet::from([tag]);
+            let n = metrics.len() as u64;
+            let mut live: Vec<u64> = Vec::new();
+            for step in 1..=n {
+                live.push(step);
+                let c: Vec<Candidate<'_>> = live
+                    .iter()
+                    .map(|&s| Candidate { step: s, metrics: &metrics[s as usize - 1] })
+                    .collect();
+                let keep = steps_to_keep(&policy, &c, &tagged, step);
+                live.retain(|s| keep.contains(s));
+            }
+            let all: Vec<Candidate<'_>> = (1..=n)
+                .map(|s| Candidate { step: s, metrics: &metrics[s as usize - 1] })
+                .collect();
+            let global = steps_to_keep(&policy, &all, &tagged, n);
+            proptest::prop_assert_eq!(live.into_iter().collect::<BTreeSet<_>>(), global);
+        }
+    }
+
+    fn metrics_of(v: f64) -> BTreeMap<String, f64> {
+        BTreeMap::from([("m".to_owned(), v)])
+    }
+
     #[test]
     fn schedule() {
         let none = SaveSchedule::default();
