@@ -203,7 +203,9 @@ impl CheckpointManager {
     /// Commits `step` synchronously: `fill` puts the entries and metrics,
     /// retention drops what the policy no longer keeps in the same commit,
     /// and the step is durable when this returns. A commit in flight is
-    /// waited for first (its error is returned).
+    /// waited for first (its error is returned). Space is reclaimed after
+    /// the commit; if that fails its error is returned although the step is
+    /// durable (check [`Db::last_committed_step`]).
     pub fn save<F>(&self, step: u64, fill: F) -> Result<StepInfo>
     where
         F: FnOnce(&mut StepTx<'_>) -> Result<()>,
