@@ -39,12 +39,14 @@
 //! (recovery may fall back to that one).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{CatalogRoot, StepChange};
 use crate::db::{Db, Writer};
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind, Location, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::log::recover::{find_root, Recovered, Validate};
 use crate::log::segment_path;
 use crate::record::{EntryRef, Manifest};
 use crate::txn::publish;
@@ -363,6 +365,27 @@ impl Db {
             view.manifests.insert(at, Arc::new(m));
         }
         Ok(())
+    }
+}
+
+/// [`find_root`] for a read-only handle, which can race with the writer's
+/// reclamation: a segment listed a moment ago (or named by a segment header
+/// as the previous root's home) can be deleted before it is opened. The
+/// writer deletes a segment only after a newer durable root stopped naming
+/// it, so listing the directory again finds that newer root.
+pub(crate) fn find_root_racing(log_dir: &Path, hint: Option<Location>) -> Result<Recovered> {
+    let mut hint = hint;
+    let mut tries = 0;
+    loop {
+        match find_root(log_dir, hint, Validate::RootOnly) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+            {
+                tries += 1;
+                hint = None;
+            }
+            r => return r,
+        }
     }
 }
 
