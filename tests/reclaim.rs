@@ -14,6 +14,19 @@ use ckptdb::trainer::{CheckpointManager, CheckpointOptions};
 use ckptdb::{Db, DbOptions};
 use ndarray::Array1;
 
+/// Tests that spawn child processes run alone: a child forked while another
+/// test holds a database open inherits its `LOCK` descriptor until it execs,
+/// and a reopen in that window would find the database locked.
+static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn spawning_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SPAWNING.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn not_while_spawning() -> std::sync::RwLockReadGuard<'static, ()> {
+    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
+}
+
 const SEGMENT: u64 = 256 << 10;
 /// Elements of the per-step tensor (64 KiB of f32).
 const N: usize = 16 << 10;
@@ -72,6 +85,7 @@ fn check_step(db: &Db, step: u64) {
 
 #[test]
 fn compaction_returns_space_and_readers_keep_reading() {
+    let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let db = Db::open_with(&path, DbOptions::default().segment_size(SEGMENT)).unwrap();
@@ -161,6 +175,7 @@ fn compaction_returns_space_and_readers_keep_reading() {
 
 #[test]
 fn keep_last_three_bounds_disk() {
+    let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let db = Db::open_with(&path, DbOptions::default().segment_size(4 << 20)).unwrap();
@@ -249,6 +264,7 @@ impl StorageFile for FailingFile {
 
 #[test]
 fn failed_compaction_loses_nothing() {
+    let _serial = not_while_spawning();
     for mode in [FAIL_WRITE, FAIL_REMOVE] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.ckpt");
@@ -370,6 +386,7 @@ fn crash_at_every_step_of_compaction_loses_nothing() {
         compact_crash_child(Path::new(path), n.parse().unwrap());
         return;
     }
+    let _alone = spawning_alone();
     let dir = tempfile::tempdir().unwrap();
     let template = dir.path().join("template.ckpt");
     fill(&Db::open_with(&template, DbOptions::default().segment_size(SEGMENT)).unwrap());
@@ -431,6 +448,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn readers_race_reclamation_and_read_valid_bytes() {
+    let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let db = Arc::new(Db::open_with(&path, DbOptions::default().segment_size(SEGMENT)).unwrap());
@@ -470,7 +488,7 @@ fn readers_race_reclamation_and_read_valid_bytes() {
                     check(snap.clone());
                     reads += 1;
                     // Hold some snapshots across many reclamations.
-                    if held.len() < 4 && reads % 8 == 0 {
+                    if held.len() < 4 && reads.is_multiple_of(8) {
                         held.push(snap);
                     }
                 }

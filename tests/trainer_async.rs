@@ -14,8 +14,22 @@ use ckptdb::trainer::{CheckpointManager, CheckpointOptions, PendingStep};
 use ckptdb::{Db, DbOptions, Error};
 use ndarray::{Array1, Array2};
 
+/// Tests that spawn child processes run alone: a child forked while another
+/// test holds a database open inherits its `LOCK` descriptor until it execs,
+/// and a reopen in that window would find the database locked.
+static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn spawning_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SPAWNING.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn not_while_spawning() -> std::sync::RwLockReadGuard<'static, ()> {
+    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn async_commits_land_in_order_with_handover_contents() {
+    let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let m = CheckpointManager::open(&path, CheckpointOptions::new().keep_last(5)).unwrap();
@@ -127,6 +141,7 @@ fn pending(step: u64) -> PendingStep {
 
 #[test]
 fn a_failed_async_commit_is_reported_by_the_next_call() {
+    let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     let fail = Arc::new(AtomicBool::new(false));
@@ -196,6 +211,7 @@ fn crash_during_async_commit_loses_at_most_that_commit() {
         let (delay, path) = spec.split_once(':').unwrap();
         child(&PathBuf::from(path), delay.parse().ok());
     }
+    let _alone = spawning_alone();
     let dir = tempfile::tempdir().unwrap();
     let mut outcomes = Vec::new();
     for (i, delay_ms) in [Some(0u64), Some(20), None].into_iter().enumerate() {
