@@ -55,7 +55,7 @@ pub mod policy;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -165,12 +165,24 @@ impl CheckpointManager {
         Ok(CheckpointManager::new(Arc::new(Db::open(path)?), options))
     }
 
-    /// A manager over an open database.
+    /// A manager over an open database. The time rule of the schedule
+    /// counts from the newest live step's commit time, so a restarted run
+    /// does not save again right away.
     pub fn new(db: Arc<Db>, options: CheckpointOptions) -> CheckpointManager {
+        let last_save = db.step_infos().last().map(|info| {
+            let age = SystemTime::now()
+                .duration_since(info.time)
+                .unwrap_or(Duration::ZERO);
+            let now = Instant::now();
+            now.checked_sub(age).unwrap_or(now)
+        });
         CheckpointManager {
             db,
             options: Arc::new(options),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                in_flight: InFlight::default(),
+                last_save,
+            }),
         }
     }
 
