@@ -72,11 +72,32 @@ fn async_commits_land_in_order_with_handover_contents() {
     // Drop flushes: a last handed-over step is durable after the drop.
     let mut p = PendingStep::new();
     p.put_blob("x", &[1, 2, 3]).unwrap();
+    // An owned array in column-major layout is stored row-major.
+    let t = Array2::from_shape_vec((2, 3), vec![1u16, 2, 3, 4, 5, 6])
+        .unwrap()
+        .reversed_axes();
+    p.put_tensor_owned("t", t).unwrap();
+    assert!(matches!(
+        p.put_tensor_raw("bad", ckptdb::DType::Bool, &[2], &[0, 2]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        p.put_tensor_raw("short", ckptdb::DType::F32, &[2], &[0; 4]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        p.put_blob("../escape", &[]),
+        Err(Error::InvalidArgument(_))
+    ));
     m.save_async(21, p).unwrap();
     drop(m);
     let db = Db::open(&path).unwrap();
     assert_eq!(db.latest_step(), Some(21));
-    assert_eq!(db.snapshot(21).unwrap().blob("x").unwrap(), &[1, 2, 3]);
+    let last = db.snapshot(21).unwrap();
+    assert_eq!(last.blob("x").unwrap(), &[1, 2, 3]);
+    let t = last.tensor("t").unwrap();
+    assert_eq!(t.shape(), &[3, 2]);
+    assert_eq!(t.as_slice::<u16>().unwrap(), &[1, 4, 2, 5, 3, 6]);
 }
 
 #[derive(Debug)]
