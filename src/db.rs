@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crate::catalog::{Catalog, CatalogRoot, StepChange};
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind, Location};
+use crate::gc::find_root_racing;
 use crate::log::read::{CommittedEnd, Segments};
 use crate::log::recover::{find_root, Validate};
 use crate::log::write::LogWriter;
@@ -289,7 +290,7 @@ impl Db {
         if !log_dir.is_dir() {
             return Err(not_a_db(&path, "it has no log/ directory"));
         }
-        let rec = find_root(&log_dir, None, Validate::Headers)?;
+        let rec = find_root_racing(&log_dir, None)?;
         Ok(Db {
             path,
             segments: Arc::new(Segments::new(log_dir)),
@@ -308,7 +309,7 @@ impl Db {
             return Ok(false);
         }
         let hint = self.read_view().root.as_ref().map(|r| r.at);
-        let rec = find_root(self.segments.log_dir(), hint, Validate::Headers)?;
+        let rec = find_root_racing(self.segments.log_dir(), hint)?;
         let mut view = self.write_view();
         let old = view.root.as_ref().map(|r| r.record.generation);
         let new = rec.root.as_ref().map(|r| r.record.generation);
@@ -317,6 +318,11 @@ impl Db {
         }
         view.root = rec.root;
         prune_manifests(&mut view);
+        drop(view);
+        // Stop holding maps of segments the writer reclaimed, so their
+        // space comes back (snapshots keep their own maps).
+        self.segments
+            .retain(|id| rec.segments.binary_search(&id).is_ok());
         Ok(true)
     }
 
@@ -400,13 +406,13 @@ impl Db {
         let mut tries = 0;
         loop {
             match self.try_snapshot(step) {
-                // A reader can race with space reclamation: the root it knew
-                // names a segment the writer has since deleted. Move on to
-                // the newer root and try again.
+                // Any handle can race with space reclamation (a read-only one
+                // with the writer process, the writer's own handle with a
+                // compaction on another thread): the root it read names a
+                // segment that has since been deleted. Move on to the newer
+                // root and try again.
                 Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && self.is_read_only()
-                        && tries < 3 =>
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
                 {
                     tries += 1;
                     self.refresh()?;

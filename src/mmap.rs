@@ -21,6 +21,12 @@
 //! 4. **Space comes back by unlinking whole files.** An unlinked file stays
 //!    readable through existing maps until they are dropped, so a reader
 //!    holding a snapshot keeps valid bytes while compaction deletes segments.
+//!    Compaction appends its copies to the active segment (so rule 3 still
+//!    holds: everything before the newest root is committed) and unlinks a
+//!    segment only after a durable root stopped naming it; it never unlinks
+//!    the active segment or the segments holding the newest root and the root
+//!    before it. A reader whose older root names an unlinked segment gets
+//!    `NotFound` when it maps it, moves to the newer root and retries.
 //!
 //! Bytes outside that discipline — another program truncating or editing a
 //! segment by hand — cannot be defended against by any mmap-based reader; the

@@ -178,6 +178,17 @@ impl<'db> StepTx<'db> {
         self.put_entry(key, Kind::Value, None, Vec::new(), &json)
     }
 
+    /// Puts a value already serialized as JSON (an owned snapshot
+    /// serializes on the training thread).
+    pub(crate) fn put_json(&mut self, key: &str, json: &[u8]) -> Result<()> {
+        self.put_entry(key, Kind::Value, None, Vec::new(), json)
+    }
+
+    /// The metrics recorded so far.
+    pub fn metrics(&self) -> &BTreeMap<String, f64> {
+        &self.metrics
+    }
+
     /// Records a metric of this step.
     pub fn put_metric(&mut self, name: &str, value: f64) -> Result<()> {
         validate_name("metric", name)?;

@@ -1,0 +1,422 @@
+//! Space reclamation: deleting segments nothing live points into, and
+//! copying the live entries of sparse segments forward so those can go too.
+//!
+//! # What is live
+//!
+//! Exactly what the current root can reach: every entry some live step's
+//! manifest references (replay pages included), every live step's manifest
+//! (inline in a commit record, or a `Kind::Manifest` entry an earlier
+//! compaction wrote), and the root itself. Liveness is computed from the live
+//! manifests, not from the catalog, so a stale catalog cannot make a live
+//! segment look dead.
+//!
+//! # Order of operations (crash safety)
+//!
+//! 1. Copies of the live entries of every sparse sealed segment are appended
+//!    to the log (same kind, dtype, shape, key and payload; new locations),
+//!    followed by a `Kind::Manifest` entry for every live step whose entries
+//!    or manifest moved.
+//! 2. The log is synced: the copies are durable before anything names them.
+//! 3. A **maintenance root** (a commit record adding no step) is published
+//!    whose live set points at the relocated manifests; `publish` syncs it.
+//! 4. Only now are the dead and the copied segments unlinked, and the
+//!    directory synced.
+//!
+//! A crash before 3 leaves the old root, which names only old segments
+//! (still present; the copies are an uncommitted tail that recovery cuts
+//! off). A crash after 3 leaves the new root, whose copies are durable; the
+//! old segments are garbage that the next reclamation deletes. Dropped steps
+//! never come back: a segment is deleted only after a durable root stopped
+//! naming it.
+//!
+//! # Readers
+//!
+//! Unlinking a file does not invalidate existing maps of it, so a
+//! [`Snapshot`](crate::Snapshot) keeps reading the old bytes. A read-only
+//! [`Db`] whose root names a deleted segment moves to the newer root and
+//! retries (see [`Db::snapshot`]). Never deleted: the active segment, the
+//! segment holding the current root, and the one holding the root before it
+//! (recovery may fall back to that one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::catalog::{CatalogRoot, StepChange};
+use crate::db::{Db, Writer};
+use crate::error::{Error, Result};
+use crate::format::{EntryHeader, Kind, Location, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::log::recover::{find_root, Recovered, Validate};
+use crate::log::segment_path;
+use crate::record::{EntryRef, Manifest};
+use crate::txn::publish;
+
+/// A sealed segment whose live payload is under this fraction of its size is
+/// copied forward by [`Db::compact`].
+pub const DEFAULT_LIVE_THRESHOLD: f64 = 0.5;
+
+/// What one reclamation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Bytes of segment files before.
+    pub bytes_before: u64,
+    /// Bytes of segment files after.
+    pub bytes_after: u64,
+    /// Segment files deleted.
+    pub segments_deleted: usize,
+    /// Entries copied forward (manifests not counted).
+    pub entries_copied: usize,
+    /// Payload bytes copied forward.
+    pub bytes_copied: u64,
+}
+
+/// The live steps' manifests and what they reach, per segment.
+struct Liveness {
+    /// Every live step: where its manifest is, and the manifest.
+    steps: Vec<(u64, Location, Arc<Manifest>)>,
+    /// Every live entry, once, by location.
+    entries: BTreeMap<Location, EntryRef>,
+    /// Live payload bytes (whole entries) per segment.
+    live_bytes: BTreeMap<u64, u64>,
+    /// Segments holding something live: entries or manifests.
+    referenced: BTreeSet<u64>,
+}
+
+impl Db {
+    /// Reclaims space with the default threshold
+    /// ([`DEFAULT_LIVE_THRESHOLD`]): deletes segments with no live entry and
+    /// copies forward the live entries of sealed segments less than half
+    /// live. Crash-safe at every step; snapshots taken before keep reading
+    /// valid bytes.
+    pub fn compact(&self) -> Result<CompactStats> {
+        self.compact_with(DEFAULT_LIVE_THRESHOLD)
+    }
+
+    /// [`Db::compact`] with the live fraction (`0.0..=1.0`) under which a
+    /// sealed segment is copied forward. `0.0` only deletes dead segments.
+    pub fn compact_with(&self, live_threshold: f64) -> Result<CompactStats> {
+        self.reclaim_inner(live_threshold, false)
+    }
+
+    /// What a training loop runs after each save: [`Db::compact_with`],
+    /// except that the catalog's per-segment live bytes are consulted first
+    /// and the live manifests are walked only when some segment may be a
+    /// candidate.
+    pub(crate) fn reclaim(&self, live_threshold: f64) -> Result<CompactStats> {
+        self.reclaim_inner(live_threshold, true)
+    }
+
+    fn reclaim_inner(&self, live_threshold: f64, use_catalog: bool) -> Result<CompactStats> {
+        if !(0.0..=1.0).contains(&live_threshold) {
+            return Err(Error::invalid(format!(
+                "live threshold {live_threshold} is not within 0..=1"
+            )));
+        }
+        let mut w = self.lock_writer()?;
+        w.log.check()?;
+        let sizes = self.segment_sizes()?;
+        let bytes_before: u64 = sizes.values().sum();
+        let mut stats = CompactStats {
+            bytes_before,
+            bytes_after: bytes_before,
+            ..CompactStats::default()
+        };
+        let (root_segment, prev_segment) = {
+            let view = self.read_view();
+            let Some(root) = &view.root else {
+                return Ok(stats);
+            };
+            (root.at.segment, root.record.prev_root.map(|p| p.segment))
+        };
+        let protected: BTreeSet<u64> = [Some(w.log.active_segment()), Some(root_segment)]
+            .into_iter()
+            .chain([prev_segment])
+            .flatten()
+            .collect();
+        if use_catalog {
+            if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
+                // The catalog counts live entries, not manifests, so what it
+                // counts never exceeds what is live: a segment at or above
+                // the threshold by its count is not a candidate.
+                let any = sizes.iter().any(|(id, &len)| {
+                    let used = counted.get(id).copied().unwrap_or(0);
+                    !protected.contains(id)
+                        && (used == 0 || (used as f64) < live_threshold * capacity(len))
+                });
+                if !any {
+                    return Ok(stats);
+                }
+            }
+        }
+        let live = self.liveness()?;
+
+        let mut dead = BTreeSet::new();
+        let mut sparse = BTreeSet::new();
+        for (&id, &len) in &sizes {
+            if protected.contains(&id) {
+                continue;
+            }
+            if !live.referenced.contains(&id) {
+                dead.insert(id);
+                continue;
+            }
+            let used = live.live_bytes.get(&id).copied().unwrap_or(0) as f64;
+            if used < live_threshold * capacity(len) {
+                sparse.insert(id);
+            }
+        }
+        if dead.is_empty() && sparse.is_empty() {
+            return Ok(stats);
+        }
+        if !sparse.is_empty() {
+            let (copied, bytes) = self.copy_forward(&mut w, &live, &sparse)?;
+            stats.entries_copied = copied;
+            stats.bytes_copied = bytes;
+        }
+        let doomed: BTreeSet<u64> = dead.union(&sparse).copied().collect();
+        for &id in &doomed {
+            w.log.remove_segment(id)?;
+        }
+        // Makes the unlinks durable (the directory is dirty now).
+        w.log.sync()?;
+        self.segments.retain(|id| !doomed.contains(&id));
+        stats.segments_deleted = doomed.len();
+        stats.bytes_after = self.segment_sizes()?.values().sum();
+        Ok(stats)
+    }
+
+    /// Sizes of the segment files present.
+    fn segment_sizes(&self) -> Result<BTreeMap<u64, u64>> {
+        let mut out = BTreeMap::new();
+        for id in self.segment_ids()? {
+            let p = segment_path(self.segments.log_dir(), id);
+            match std::fs::metadata(&p) {
+                Ok(m) => {
+                    out.insert(id, m.len());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", p, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the live manifests.
+    fn liveness(&self) -> Result<Liveness> {
+        let mut live = Liveness {
+            steps: Vec::new(),
+            entries: BTreeMap::new(),
+            live_bytes: BTreeMap::new(),
+            referenced: BTreeSet::new(),
+        };
+        for step in self.steps() {
+            let (at, m) = self.manifest(step)?;
+            live.referenced.insert(at.segment);
+            for e in m.entry_refs() {
+                if live.entries.insert(e.at, e.clone()).is_none() {
+                    *live.live_bytes.entry(e.at.segment).or_default() += e.disk_size();
+                    live.referenced.insert(e.at.segment);
+                }
+            }
+            live.steps.push((step, at, m));
+        }
+        Ok(live)
+    }
+
+    /// Steps 1–3 of the module documentation for the segments in `sparse`.
+    /// Returns the number of entries and payload bytes copied.
+    fn copy_forward(
+        &self,
+        w: &mut Writer,
+        live: &Liveness,
+        sparse: &BTreeSet<u64>,
+    ) -> Result<(usize, u64)> {
+        let mark = w.log.mark();
+        match self.append_copies(w, live, sparse) {
+            Ok((moved, relocated)) => {
+                let copied = moved.len();
+                let bytes = moved.values().map(|e| e.len).sum();
+                self.publish_relocation(w, live, relocated)?;
+                Ok((copied, bytes))
+            }
+            Err(e) => {
+                // Nothing names the copies yet; cut them off (a poisoned
+                // writer refuses, and the next open cuts them instead).
+                let _ = w.log.rollback(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends the copies and the relocated manifests, then syncs. Returns
+    /// the moved entries (old location → new reference) and, per relocated
+    /// step, the new manifest and its location.
+    #[allow(clippy::type_complexity)]
+    fn append_copies(
+        &self,
+        w: &mut Writer,
+        live: &Liveness,
+        sparse: &BTreeSet<u64>,
+    ) -> Result<(
+        BTreeMap<Location, EntryRef>,
+        BTreeMap<u64, (Location, Manifest)>,
+    )> {
+        let committed = self
+            .read_view()
+            .committed()
+            .ok_or_else(|| Error::invalid("nothing committed"))?;
+        let to_copy: Vec<&EntryRef> = live
+            .entries
+            .values()
+            .filter(|e| sparse.contains(&e.at.segment))
+            .collect();
+        let maps = self.segments.map_all(to_copy.iter().copied(), committed)?;
+        let mut moved = BTreeMap::new();
+        for e in to_copy {
+            // Checked: a damaged entry is not copied into a fresh segment
+            // where it would look sound.
+            let payload = self.segments.payload(&maps, e, true)?;
+            let header = EntryHeader {
+                kind: e.kind,
+                dtype: e.dtype,
+                seq: 0,
+                payload_len: e.len,
+                payload_crc: e.crc,
+                key: e.stored_key.clone(),
+                shape: e.shape.clone(),
+            };
+            let at = w.log.append(header, payload)?;
+            moved.insert(e.at, EntryRef { at, ..e.clone() });
+        }
+        let mut relocated = BTreeMap::new();
+        for (step, at, m) in &live.steps {
+            let mut m2 = (**m).clone();
+            let changed = remap(&mut m2, &moved);
+            if !changed && !sparse.contains(&at.segment) {
+                continue;
+            }
+            let payload = m2.encode();
+            if payload.len() as u64 > MAX_RECORD_LEN {
+                return Err(Error::invalid(format!(
+                    "manifest of step {step} over the size limit"
+                )));
+            }
+            let header = EntryHeader {
+                kind: Kind::Manifest,
+                dtype: None,
+                seq: 0,
+                payload_len: payload.len() as u64,
+                payload_crc: crc32fast::hash(&payload),
+                key: String::new(),
+                shape: Vec::new(),
+            };
+            let new_at = w.log.append(header, &payload)?;
+            relocated.insert(*step, (new_at, m2));
+        }
+        w.log.sync()?;
+        Ok((moved, relocated))
+    }
+
+    /// Publishes the maintenance root naming the relocated manifests and
+    /// brings the catalog and the manifest cache in line.
+    fn publish_relocation(
+        &self,
+        w: &mut Writer,
+        live: &Liveness,
+        relocated: BTreeMap<u64, (Location, Manifest)>,
+    ) -> Result<()> {
+        let root = publish(self, w, None, &BTreeSet::new(), |rec| {
+            for l in &mut rec.live {
+                if let Some((at, _)) = relocated.get(&l.step) {
+                    l.manifest = Some(*at);
+                }
+            }
+        })?;
+        if let Some(catalog) = w.catalog.as_mut() {
+            let removed: Vec<StepChange<'_>> = live
+                .steps
+                .iter()
+                .filter(|(s, _, _)| relocated.contains_key(s))
+                .map(|(step, at, m)| StepChange {
+                    step: *step,
+                    manifest_at: *at,
+                    manifest: m,
+                })
+                .collect();
+            let added: Vec<StepChange<'_>> = relocated
+                .iter()
+                .map(|(step, (at, m))| StepChange {
+                    step: *step,
+                    manifest_at: *at,
+                    manifest: m,
+                })
+                .collect();
+            let target = CatalogRoot {
+                generation: root.record.generation,
+                at: root.at,
+            };
+            if catalog.apply(target, &removed, &added).is_err() {
+                // The log is right; the next open rebuilds the catalog.
+                w.catalog = None;
+            }
+        }
+        let mut view = self.write_view();
+        for (_, (at, m)) in relocated {
+            view.manifests.insert(at, Arc::new(m));
+        }
+        Ok(())
+    }
+}
+
+/// [`find_root`] for a read-only handle, which can race with the writer's
+/// reclamation: a segment listed a moment ago (or named by a segment header
+/// as the previous root's home) can be deleted before it is opened. The
+/// writer deletes a segment only after a newer durable root stopped naming
+/// it, so listing the directory again finds that newer root.
+pub(crate) fn find_root_racing(log_dir: &Path, hint: Option<Location>) -> Result<Recovered> {
+    let mut hint = hint;
+    let mut tries = 0;
+    loop {
+        match find_root(log_dir, hint, Validate::Headers) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+            {
+                tries += 1;
+                hint = None;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Bytes a segment of `len` bytes has for entries.
+fn capacity(len: u64) -> f64 {
+    len.saturating_sub(SEGMENT_HEADER_LEN).max(1) as f64
+}
+
+/// Points every reference of `m` that moved to its copy. Returns whether
+/// anything changed.
+fn remap(m: &mut Manifest, moved: &BTreeMap<Location, EntryRef>) -> bool {
+    let mut changed = false;
+    let mut fix = |e: &mut EntryRef| {
+        if let Some(n) = moved.get(&e.at) {
+            e.at = n.at;
+            changed = true;
+        }
+    };
+    for e in m.entries.values_mut() {
+        fix(e);
+    }
+    for t in m.replay.values_mut() {
+        for e in t.pages.iter_mut().flatten() {
+            fix(e);
+        }
+        if let Some(e) = t.partial.as_mut() {
+            fix(e);
+        }
+        if let Some(e) = t.side.as_mut() {
+            fix(e);
+        }
+    }
+    changed
+}
