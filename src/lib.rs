@@ -34,10 +34,14 @@
 #![warn(missing_docs)]
 
 mod catalog;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod db;
 mod dtype;
 mod error;
 pub mod format;
+pub mod interop;
 mod key;
 mod log;
 mod mmap;
@@ -45,6 +49,7 @@ mod record;
 mod snapshot;
 pub mod storage;
 mod txn;
+mod verify;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
@@ -53,6 +58,7 @@ pub use format::{Kind, Location};
 pub use key::validate_key;
 pub use snapshot::{EntryInfo, Snapshot, StepInfo, Tensor};
 pub use txn::StepTx;
+pub use verify::{Problem, VerifyReport};
 
 pub use half::{bf16, f16};
 pub use ndarray;
