@@ -2,10 +2,13 @@
 //! and checked once.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
 
 use crate::db::Db;
-use crate::error::Error;
-use crate::format::Location;
+use crate::error::{Error, Result};
+use crate::format::{EntryHeader, Kind, Location, ALIGN, MAX_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::log::{list_segments, read_at, segment_path};
 use crate::record::EntryRef;
 
 /// One thing [`Db::verify_all`] found wrong.
@@ -43,7 +46,8 @@ impl VerifyReport {
 }
 
 impl Db {
-    /// Reads every entry of every live step — each stored entry once, even
+    /// Walks the entry chain of every segment (see [`scan_segment`]) and
+    /// then reads every entry of every live step — each stored entry once, even
     /// when dedup shares it among many steps and keys — and checks its
     /// header against the manifest and its payload against its crc32, in
     /// log order (so the files are read front to back). A manifest that
@@ -53,7 +57,7 @@ impl Db {
     /// are returned as `Err`; everything per entry goes into the report.
     /// `progress(done, total)` is called with payload bytes as they are
     /// checked.
-    pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> crate::Result<VerifyReport> {
+    pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let (steps, committed) = {
             let view = self.read_view();
@@ -69,6 +73,12 @@ impl Db {
             (steps, view.committed())
         };
         report.steps = steps.len();
+        for id in list_segments(self.segments.log_dir())? {
+            let path = segment_path(self.segments.log_dir(), id);
+            if let Some(p) = scan_segment(&path, id)? {
+                report.problems.push(p);
+            }
+        }
         let Some(committed) = committed else {
             return Ok(report);
         };
@@ -114,4 +124,94 @@ impl Db {
         }
         Ok(report)
     }
+}
+
+/// Finds damage in the middle of a segment's entry chain.
+///
+/// Recovery reads a segment as a chain of entries and takes the first entry
+/// that does not decode as the end of the log (a torn write). That is right
+/// at the tail, where an interrupted append leaves garbage, but damage in
+/// the middle of the chain looks the same, and hides every commit after it:
+/// readers fall back to an older root (or none), and a writer's recovery
+/// would cut the rest of the log off.
+///
+/// A crash can leave holes in the one transaction that was being written
+/// (pages reach the disk in any order until the commit's `fdatasync`), so
+/// intact entries after a break are not proof of damage by themselves. But
+/// the writer appends nothing after a commit record until that record is
+/// synced, and syncing it made every earlier byte durable. So the chain is
+/// walked to where it breaks, the remaining bytes are searched at every
+/// 64-byte boundary for entry headers whose crc32 holds, and the break is
+/// reported when an intact commit record is followed by another intact
+/// entry: everything before that commit was durable, so the break is
+/// damage, not a torn tail.
+fn scan_segment(path: &Path, id: u64) -> Result<Option<Problem>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut last_seq = None;
+    let why = loop {
+        if off >= len {
+            return Ok(None);
+        }
+        let bytes = read_at(&file, path, off, MAX_HEADER_LEN.min((len - off) as usize))?;
+        let header = match EntryHeader::decode(&bytes) {
+            Ok(h) => h,
+            Err(e) => break e.to_string(),
+        };
+        if last_seq.is_some_and(|s| header.seq <= s) {
+            break format!("sequence number {} does not increase", header.seq);
+        }
+        match off.checked_add(header.entry_size()).filter(|&e| e <= len) {
+            Some(end) => off = end,
+            None => break "entry runs past the end of the segment".to_owned(),
+        }
+        last_seq = Some(header.seq);
+    };
+    const CHUNK: u64 = 4 << 20;
+    let mut commit_end: Option<u64> = None;
+    let mut pos = off + ALIGN;
+    while pos + ALIGN <= len {
+        let want = (CHUNK + MAX_HEADER_LEN as u64).min(len - pos) as usize;
+        let bytes = read_at(&file, path, pos, want)?;
+        let mut i = 0usize;
+        while (i as u64) < CHUNK && i + ALIGN as usize <= bytes.len() {
+            let at = pos + i as u64;
+            i += ALIGN as usize;
+            let tail = &bytes[i - ALIGN as usize..];
+            if !tail.starts_with(b"CKPE") {
+                continue;
+            }
+            let Ok(h) = EntryHeader::decode(tail) else {
+                continue;
+            };
+            if let Some(ce) = commit_end.filter(|&ce| at >= ce) {
+                return Ok(Some(Problem {
+                    key: "(log)".into(),
+                    steps: Vec::new(),
+                    location: Some(Location {
+                        segment: id,
+                        offset: off,
+                    }),
+                    error: Error::corruption(
+                        path,
+                        off,
+                        format!(
+                            "the entry chain breaks here ({why}), but intact entries follow \
+                             (a commit record ending at {ce}, more at {at}): the commits after \
+                             this point are invisible"
+                        ),
+                    ),
+                }));
+            }
+            if h.kind == Kind::Commit && commit_end.is_none() {
+                commit_end = at.checked_add(h.entry_size());
+            }
+        }
+        pos += CHUNK;
+    }
+    Ok(None)
 }

@@ -1,6 +1,8 @@
 //! Each read-only command of the `ckptdb` tool on a database made here,
 //! checked through its `--json` output against values computed in the test.
 
+#![cfg(feature = "cli")]
+
 mod common;
 
 use ckptdb::ndarray::{arr0, arr1, Array2};
@@ -326,7 +328,7 @@ fn verify_passes_a_clean_database() {
 fn commands_read_while_a_writer_holds_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_db(dir.path());
-    let writer = Db::open(&path).unwrap();
+    let writer = common::open_writer(&path);
     let before: Vec<_> = common::tree(&path)
         .into_iter()
         .map(|f| (std::fs::read(path.join(&f)).unwrap(), f))

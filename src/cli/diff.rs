@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use super::select::Selector;
 use super::table::{num, shape, Table};
 use super::Output;
-use crate::interop::with_element;
 use crate::{Db, Element, EntryInfo, Kind, Result, Snapshot};
 
 /// Largest absolute difference and relative L2 change of `b` against `a`.

@@ -20,6 +20,7 @@ pub(crate) fn run(
 ) -> Result<Output> {
     // Validate the file before creating or locking anything.
     let (_, header) = read_header(file)?;
+    let keys = header.keys(&prefix)?;
     let total = header
         .tensors
         .iter()
@@ -37,11 +38,6 @@ pub(crate) fn run(
         &mut |n| pb.set_position(n),
     )?;
     pb.finish_and_clear();
-    let keys: Vec<String> = header
-        .tensors
-        .iter()
-        .map(|t| format!("{prefix}{}", t.name))
-        .collect();
     let text = format!(
         "committed step {} with {} tensors from {} ({}, {} new)\n",
         info.step,

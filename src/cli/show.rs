@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 use super::select::Selector;
 use super::table::{human_bytes, iso_time, metrics, shape, truncate, Table};
 use super::Output;
-use crate::interop::with_element;
 use crate::{Db, Kind, Result, Snapshot, Tensor};
 
 /// Tensors with at most this many elements have their values printed.

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::select::Selector;
 use super::table::{num, shape, Table};
 use super::Output;
-use crate::interop::with_element;
 use crate::{Db, Element, Result};
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -141,7 +140,7 @@ pub(crate) fn run(db: &Db, sel: &Selector, key: &str, bins: usize) -> Result<Out
             // Eighths of a block give a smooth bar 40 cells wide.
             let eighths = (c as f64 / peak as f64 * 320.0).round() as usize;
             let mut bar = "█".repeat(eighths / 8);
-            if eighths % 8 > 0 {
+            if !eighths.is_multiple_of(8) {
                 bar.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8 - 1]);
             }
             h.row(vec![num(*lo), num(*hi), c.to_string(), bar]);

@@ -43,13 +43,13 @@ impl Table {
         let mut out = String::new();
         let mut line = |cells: &[String]| {
             let mut s = String::new();
-            for i in 0..n {
+            for (i, (&w, &right)) in width.iter().zip(&self.right).enumerate() {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
-                let pad = width[i] - c.chars().count();
+                let pad = w - c.chars().count();
                 if i > 0 {
                     s.push_str("  ");
                 }
-                if self.right[i] {
+                if right {
                     s.extend(std::iter::repeat_n(' ', pad));
                     s.push_str(c);
                 } else {
@@ -193,7 +193,7 @@ mod tests {
     fn numbers() {
         assert_eq!(num(0.25), "0.25");
         assert_eq!(num(3.0), "3");
-        assert_eq!(num(1.0 / 3.0), "0.333333");
+        assert_eq!(num(1.0 / 3.0), "0.3333333");
         assert_eq!(num(123.456789), "123.4568");
         assert_eq!(num(f64::NAN), "NaN");
         assert_eq!(num(1e-9), "1.000000e-9");

@@ -102,6 +102,20 @@ pub struct Header {
     pub data_start: u64,
 }
 
+impl Header {
+    /// The keys the tensors get under `prefix`, each checked by
+    /// [`validate_key`].
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        self.tensors
+            .iter()
+            .map(|t| {
+                let key = format!("{prefix}{}", t.name);
+                validate_key(&key).map(|()| key)
+            })
+            .collect()
+    }
+}
+
 fn bad(path: &Path, offset: u64, why: impl std::fmt::Display) -> Error {
     Error::corruption(path, offset, format!("not a valid safetensors file: {why}"))
 }
@@ -310,14 +324,7 @@ impl Db {
         progress: &mut dyn FnMut(u64),
     ) -> Result<StepInfo> {
         let (mut file, header) = read_header(path)?;
-        let keys: Vec<String> = header
-            .tensors
-            .iter()
-            .map(|t| {
-                let key = format!("{}{}", options.prefix, t.name);
-                validate_key(&key).map(|()| key)
-            })
-            .collect::<Result<_>>()?;
+        let keys = header.keys(&options.prefix)?;
         // Metrics written by `write_safetensors`; any other use of the name
         // by a foreign writer is not ours to interpret.
         let metrics: BTreeMap<String, f64> = header

@@ -74,3 +74,21 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Opens the database for writing right after this process closed it.
+///
+/// The write lock is an `flock`, which belongs to the open file description:
+/// a process another test thread is spawning at that moment shares it
+/// between its fork and its exec, so for that instant the lock still looks
+/// held. Retry briefly instead of failing on that window.
+pub fn open_writer(path: &Path) -> ckptdb::Db {
+    for _ in 0..200 {
+        match ckptdb::Db::open(path) {
+            Err(ckptdb::Error::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", path.display())
+}
