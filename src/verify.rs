@@ -7,7 +7,9 @@ use std::path::Path;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Kind, Location, ALIGN, MAX_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{
+    EntryHeader, Kind, Location, ALIGN, MAX_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
+};
 use crate::log::{list_segments, read_at, segment_path};
 use crate::record::EntryRef;
 
@@ -144,7 +146,8 @@ impl Db {
 /// 64-byte boundary for entry headers whose crc32 holds, and the break is
 /// reported when an intact commit record is followed by another intact
 /// entry: everything before that commit was durable, so the break is
-/// damage, not a torn tail.
+/// damage, not a torn tail. A commit record whose header is intact but
+/// whose payload is not (recovery stops there too) counts as such a commit.
 fn scan_segment(path: &Path, id: u64) -> Result<Option<Problem>> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
@@ -153,6 +156,7 @@ fn scan_segment(path: &Path, id: u64) -> Result<Option<Problem>> {
         .len();
     let mut off = SEGMENT_HEADER_LEN;
     let mut last_seq = None;
+    let mut broken_commit_end = None;
     let why = loop {
         if off >= len {
             return Ok(None);
@@ -165,14 +169,29 @@ fn scan_segment(path: &Path, id: u64) -> Result<Option<Problem>> {
         if last_seq.is_some_and(|s| header.seq <= s) {
             break format!("sequence number {} does not increase", header.seq);
         }
-        match off.checked_add(header.entry_size()).filter(|&e| e <= len) {
-            Some(end) => off = end,
-            None => break "entry runs past the end of the segment".to_owned(),
+        let Some(end) = off.checked_add(header.entry_size()).filter(|&e| e <= len) else {
+            break "entry runs past the end of the segment".to_owned();
+        };
+        // Recovery also stops at a commit record whose payload is damaged.
+        if header.kind == Kind::Commit && header.payload_len <= MAX_RECORD_LEN {
+            let payload = read_at(
+                &file,
+                path,
+                off + header.payload_offset(),
+                header.payload_len as usize,
+            )?;
+            if crc32fast::hash(&payload) != header.payload_crc {
+                // The record's header is intact, so it was written whole:
+                // anything intact after it means it had been synced.
+                broken_commit_end = Some(end);
+                break "commit record fails its checksum".to_owned();
+            }
         }
+        off = end;
         last_seq = Some(header.seq);
     };
     const CHUNK: u64 = 4 << 20;
-    let mut commit_end: Option<u64> = None;
+    let mut commit_end: Option<u64> = broken_commit_end;
     let mut pos = off + ALIGN;
     while pos + ALIGN <= len {
         let want = (CHUNK + MAX_HEADER_LEN as u64).min(len - pos) as usize;

@@ -367,6 +367,16 @@ fn usage_errors_exit_2_without_a_backtrace() {
     assert_one_line_error(&r, 2, "is not a ckptdb database");
     let r = ckptdb(&[&"verify".into(), &dir.path().to_path_buf()]);
     assert_one_line_error(&r, 2, "not part of a ckptdb database");
+    // With --json a failure is still one JSON document on stdout.
+    let r = ckptdb(&["ls", "/nonexistent/run.ckpt", "--json"]);
+    assert_one_line_error(&r, 2, "is not a ckptdb database");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("is not a ckptdb database"));
+    let r = ckptdb(&["show", "--json"]);
+    assert_eq!(r.code, 2);
+    assert!(r.json()["error"].as_str().unwrap().starts_with("usage"));
     let r = ckptdb(&["--help"]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("verify") && r.stdout.contains("export"));

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use ckptdb::ndarray::Array1;
-use ckptdb::{Db, Location};
+use ckptdb::{Db, DbOptions, Location};
 use common::{assert_one_line_error, ckptdb, json};
 
 fn segment_file(db: &Path, at: Location) -> PathBuf {
@@ -138,4 +138,87 @@ fn a_hole_in_the_last_unsynced_transaction_is_not_reported() {
     let v = json(&[&"verify".into(), &path]);
     assert_eq!(v["ok"], true);
     assert_eq!(v["steps"], 1, "the torn step 2 is not visible");
+}
+
+/// (offset, kind byte, payload offset, payload length) of every entry of a
+/// segment, read from the documented header layout.
+fn walk_entries(segment: &[u8]) -> Vec<(u64, u8, u64, u64)> {
+    let mut out = Vec::new();
+    let mut off = 64usize;
+    while off + 64 <= segment.len() && &segment[off..off + 4] == b"CKPE" {
+        let h = &segment[off..];
+        let payload_len = u64::from_le_bytes(h[16..24].try_into().unwrap());
+        let key_len = u16::from_le_bytes([h[28], h[29]]) as usize;
+        let rank = h[30] as usize;
+        let payload_at = off + (64 + key_len + 8 * rank).next_multiple_of(64);
+        out.push((off as u64, h[6], payload_at as u64, payload_len));
+        off = payload_at + (payload_len as usize).next_multiple_of(64);
+    }
+    out
+}
+
+#[test]
+fn a_damaged_commit_record_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, options: DbOptions| {
+        let path = dir.path().join(name);
+        let db = Db::open_with(&path, options).unwrap();
+        for step in [1u64, 2] {
+            let mut tx = db.begin_step(step).unwrap();
+            // Step 2's 6000 bytes do not fit in step 1's 4 KiB segment.
+            let n = if step == 1 { 16 } else { 1500 };
+            tx.put_tensor("x", &Array1::from_elem(n, step as f32))
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let segs: Vec<PathBuf> = [1u64, 2]
+            .map(|s| segment_file(&path, db.snapshot(s).unwrap().entry("x").unwrap().location))
+            .into();
+        (path, segs)
+    };
+
+    // Step 1's commit record, in its own older segment, carries step 1's
+    // manifest: verify reports that manifest; step 2 is still read.
+    let (path, segs) = make("split.ckpt", DbOptions::default().segment_size(4096));
+    assert_ne!(segs[0], segs[1]);
+    let entries = walk_entries(&std::fs::read(&segs[0]).unwrap());
+    assert_eq!(entries.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 6]);
+    let (commit1, _, payload_at, len) = entries[1];
+    flip(&segs[0], payload_at + len / 2, 0x40);
+    let r = ckptdb(&[&"verify".into(), &path, &"--json".into()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = r.json();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["key"], "(manifest)");
+    assert_eq!(problems[0]["steps"], serde_json::json!([1]));
+    assert_eq!(problems[0]["offset"], commit1);
+    assert_eq!(v["entries"], 1, "step 2's tensor is still checked");
+    assert_eq!(json(&[&"show".into(), &path, &"2".into()])["step"], 2);
+    assert_one_line_error(
+        &ckptdb(&[&"show".into(), &path, &"1".into()]),
+        2,
+        "checksum mismatch",
+    );
+
+    // In one segment, recovery stops at the damaged record and sees no
+    // commit after it; verify reports the break at the record.
+    let (path, segs) = make("one.ckpt", DbOptions::default());
+    assert_eq!(segs[0], segs[1]);
+    let entries = walk_entries(&std::fs::read(&segs[0]).unwrap());
+    assert_eq!(
+        entries.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [1, 6, 1, 6]
+    );
+    let (commit1, _, payload_at, len) = entries[1];
+    flip(&segs[0], payload_at + len / 2, 0x40);
+    let r = ckptdb(&[&"verify".into(), &path, &"--json".into()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(v["problems"][0]["key"], "(log)", "{v}");
+    assert_eq!(v["problems"][0]["offset"], commit1);
+    assert!(v["problems"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("commit record fails its checksum"));
 }

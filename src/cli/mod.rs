@@ -5,7 +5,7 @@
 //! training process holds it for writing) except `import`, which commits.
 //! Every command prints either aligned human-readable text or, with
 //! `--json`, exactly one JSON document on stdout. Errors are one line on
-//! stderr.
+//! stderr (and, with `--json`, `{"error": "..."}` on stdout).
 //!
 //! Exit codes: 0 success; 1 `verify` found corruption; 2 usage errors and
 //! every other error.
@@ -266,6 +266,12 @@ fn print_stdout(s: &str) -> std::io::Result<()> {
     }
 }
 
+/// With `--json`, a failure still prints one JSON document on stdout:
+/// `{"error": "..."}` (the same line also goes to stderr).
+fn print_json_error(msg: &str) {
+    let _ = print_stdout(&format!("{}\n", serde_json::json!({ "error": msg })));
+}
+
 /// Runs the tool on the process arguments and returns the exit code.
 pub fn main() -> i32 {
     // No input may panic; if a bug does, print one line, not a backtrace.
@@ -282,7 +288,14 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            if !e.use_stderr() {
+                return EXIT_OK;
+            }
+            if std::env::args_os().any(|a| a == "--json") {
+                let msg = e.kind().as_str().unwrap_or("invalid usage");
+                print_json_error(&format!("usage: {msg}"));
+            }
+            return EXIT_ERROR;
         }
     };
     let json = cli.json;
@@ -290,9 +303,17 @@ pub fn main() -> i32 {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => {
             eprintln!("ckptdb: error: {e}");
+            if json {
+                print_json_error(&e.to_string());
+            }
             return EXIT_ERROR;
         }
-        Err(_) => return EXIT_ERROR,
+        Err(_) => {
+            if json {
+                print_json_error("internal error");
+            }
+            return EXIT_ERROR;
+        }
     };
     let text = if json {
         let mut s = serde_json::to_string_pretty(&out.json).unwrap_or_else(|_| "null".into());
