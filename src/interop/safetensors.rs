@@ -299,6 +299,29 @@ pub fn read_header(path: &Path) -> Result<(File, Header)> {
     Ok((file, header))
 }
 
+/// Validates a whole safetensors file held in memory and returns its
+/// header; tensor `t`'s bytes are
+/// `bytes[h.data_start + t.data_offsets.0 .. h.data_start + t.data_offsets.1]`.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Header> {
+    let path = Path::new("<memory>");
+    let len = bytes
+        .get(..8)
+        .ok_or_else(|| bad(path, 0, "file ends inside the header length"))?;
+    let n = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
+    let rest = bytes.len() as u64 - 8;
+    if n > MAX_HEADER_LEN || n > rest {
+        return Err(bad(
+            path,
+            0,
+            format!(
+                "header length {n} runs past the end of the {}-byte file",
+                bytes.len()
+            ),
+        ));
+    }
+    parse_header(&bytes[8..8 + n as usize], rest - n, path)
+}
+
 /// How [`Db::import_safetensors`] names and builds the step.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
@@ -478,7 +501,8 @@ pub fn export_safetensors(
     let mut tmp_name = name.to_owned();
     tmp_name.push(format!(".partial-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let file = File::create_new(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    // Name the file the caller gave in errors, not the temporary one.
+    let file = File::create_new(&tmp).map_err(|e| Error::io("create", path, e))?;
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         let n = write_safetensors(snap, tensors, &snapshot_metadata(snap), &mut w, progress)
@@ -587,6 +611,55 @@ mod tests {
             let err = header(json, len).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+    }
+
+    fn valid_file() -> Vec<u8> {
+        let json = br#"{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"I8","shape":[3],"data_offsets":[16,19]}}"#;
+        let mut f = (json.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(json);
+        f.extend((0..19).map(|i| i as u8));
+        f
+    }
+
+    proptest::proptest! {
+        /// Damaged files are refused or parse into headers whose tensors
+        /// tile the data exactly; nothing panics.
+        #[test]
+        fn damaged_files_never_panic(flips in proptest::collection::vec((0usize..200, 0u8..=255), 1..4), cut in 0usize..220) {
+            let mut f = valid_file();
+            for (at, x) in flips {
+                let i = at % f.len();
+                f[i] ^= x;
+            }
+            f.truncate(cut.max(1).min(f.len()));
+            if let Ok(h) = parse_bytes(&f) {
+                let mut pos = 0;
+                for t in &h.tensors {
+                    proptest::prop_assert_eq!(t.data_offsets.0, pos);
+                    pos = t.data_offsets.1;
+                    proptest::prop_assert_eq!(pos - t.data_offsets.0, super::super::tensor_bytes(t.dtype, &t.shape).unwrap());
+                }
+                proptest::prop_assert_eq!(h.data_start + pos, f.len() as u64);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_valid_file_parses() {
+        let h = parse_bytes(&valid_file()).unwrap();
+        assert_eq!(
+            h.tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(h.metadata["k"], "v");
     }
 
     #[test]
