@@ -48,7 +48,8 @@ impl VerifyReport {
 }
 
 impl Db {
-    /// Walks the entry chain of every segment (see [`scan_segment`]) and
+    /// Walks the entry chain of every segment (looking for damage that
+    /// recovery would mistake for a torn tail, see `scan_segment`) and
     /// then reads every entry of every live step — each stored entry once, even
     /// when dedup shares it among many steps and keys — and checks its
     /// header against the manifest and its payload against its crc32, in
