@@ -306,6 +306,28 @@ fn diff_classifies_keys_and_measures_change() {
 }
 
 #[test]
+fn history_lists_the_steps_where_a_key_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let v = json(&[&"history".into(), &db, &"policy/w".into()]);
+    let steps: Vec<u64> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [10, 20], "unchanged at 30");
+    assert_eq!(v["changes"][0]["shape"], json!([2, 3]));
+    let v = json(&[&"history".into(), &db, &"policy/b".into()]);
+    assert_eq!(v["changes"].as_array().unwrap().len(), 1);
+    let v = json(&[&"history".into(), &db, &"rng".into()]);
+    assert_eq!(v["changes"][0]["step"], 10);
+    assert_eq!(v["changes"][0]["kind"], "blob");
+    let r = ckptdb(&[&"history".into(), &db, &"a/../b".into()]);
+    assert_one_line_error(&r, 2, "'..'");
+}
+
+#[test]
 fn verify_passes_a_clean_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = make_db(dir.path());

@@ -73,6 +73,7 @@ macro_rules! with_element {
 
 mod diff;
 mod export;
+mod history;
 mod import;
 mod ls;
 mod progress;
@@ -153,6 +154,13 @@ enum Command {
         /// The newer step.
         b: Selector,
     },
+    /// The live steps at which a key's content changed.
+    History {
+        /// The database directory.
+        db: PathBuf,
+        /// The key.
+        key: String,
+    },
     /// Read every live entry and check every checksum (exit 1 if corrupt).
     Verify {
         /// The database directory.
@@ -227,6 +235,7 @@ fn run(cli: Cli) -> Result<Output> {
             stats::run(&open_read_only(&db)?, &sel, &key, bins as usize)
         }
         Command::Diff { db, a, b } => diff::run(&open_read_only(&db)?, &a, &b),
+        Command::History { db, key } => history::run(&open_read_only(&db)?, &key),
         Command::Verify { db } => verify::run(&db),
         Command::Export {
             db,
