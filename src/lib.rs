@@ -34,11 +34,15 @@
 #![warn(missing_docs)]
 
 mod catalog;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 mod db;
 mod dtype;
 mod error;
 pub mod format;
 mod gc;
+pub mod interop;
 mod key;
 mod log;
 mod mmap;
@@ -48,6 +52,7 @@ pub mod storage;
 mod tags;
 pub mod trainer;
 mod txn;
+mod verify;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
@@ -57,6 +62,7 @@ pub use gc::{CompactStats, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;
 pub use snapshot::{EntryInfo, Snapshot, StepInfo, Tensor};
 pub use txn::StepTx;
+pub use verify::{Problem, VerifyReport};
 
 pub use half::{bf16, f16};
 pub use ndarray;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `ckptdb` command-line tool; see `ckptdb --help`.
+
+fn main() {
+    std::process::exit(ckptdb::cli::main());
+}

@@ -1,0 +1,339 @@
+//! The `ckptdb` command-line tool: offline inspection, verification, diff,
+//! and safetensors / npy interop.
+//!
+//! Every command opens the database read-only (so it works while a
+//! training process holds it for writing) except `import`, which commits.
+//! Every command prints either aligned human-readable text or, with
+//! `--json`, exactly one JSON document on stdout. Errors are one line on
+//! stderr (and, with `--json`, `{"error": "..."}` on stdout).
+//!
+//! Exit codes: 0 success; 1 `verify` found corruption; 2 usage errors and
+//! every other error.
+
+/// Calls `$body` with `$T` bound to the Rust element type of `$dtype`
+/// (visible in the command modules declared below it).
+macro_rules! with_element {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::Bool => {
+                type $T = bool;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::bf16;
+                $body
+            }
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
+mod diff;
+mod export;
+mod history;
+mod import;
+mod ls;
+mod progress;
+mod select;
+mod show;
+mod stats;
+mod table;
+mod verify;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{Db, Result};
+pub use select::Selector;
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code of `verify` when something is corrupt.
+pub const EXIT_CORRUPT: i32 = 1;
+/// Exit code for usage errors and every other error.
+pub const EXIT_ERROR: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ckptdb",
+    version,
+    about = "Inspect, verify, diff and convert ckptdb checkpoint databases",
+    long_about = "Inspect, verify, diff and convert ckptdb checkpoint databases.\n\n\
+        SEL names a step: a step number, `latest` (the default), `best:METRIC` \
+        (highest value; `best:METRIC:min` for lowest), or `tag:NAME`.\n\n\
+        Every command but `import` opens the database read-only and works while \
+        a training process is writing to it.\n\n\
+        Exit codes: 0 success, 1 `verify` found corruption, 2 usage or other errors."
+)]
+struct Cli {
+    /// Print exactly one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One row per live step: step, time, sizes, metrics, tags.
+    Ls {
+        /// The database directory.
+        db: PathBuf,
+    },
+    /// Every entry of a step: key, kind, dtype, shape, size; values printed.
+    Show {
+        /// The database directory.
+        db: PathBuf,
+        /// The step (default `latest`).
+        #[arg(default_value = "latest")]
+        sel: Selector,
+    },
+    /// Statistics and a histogram of one tensor.
+    Stats {
+        /// The database directory.
+        db: PathBuf,
+        /// The step.
+        sel: Selector,
+        /// The tensor's key.
+        key: String,
+        /// Number of histogram bins.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        bins: u16,
+    },
+    /// What changed between two steps.
+    Diff {
+        /// The database directory.
+        db: PathBuf,
+        /// The older step.
+        a: Selector,
+        /// The newer step.
+        b: Selector,
+    },
+    /// The live steps at which a key's content changed.
+    History {
+        /// The database directory.
+        db: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// Read every live entry and check every checksum (exit 1 if corrupt).
+    Verify {
+        /// The database directory.
+        db: PathBuf,
+    },
+    /// Write a step's tensors as a safetensors file or a tree of .npy files.
+    Export {
+        /// The database directory.
+        db: PathBuf,
+        /// The step.
+        sel: Selector,
+        /// The output file (safetensors) or directory (npy-dir).
+        out: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = export::Format::Safetensors)]
+        format: export::Format,
+        /// Export only keys starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Remove the prefix from the exported names.
+        #[arg(long)]
+        strip_prefix: bool,
+        /// Replace an existing safetensors file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Commit every tensor of a safetensors file as a new step.
+    Import {
+        /// The database directory (created if it does not exist).
+        db: PathBuf,
+        /// The safetensors file.
+        file: PathBuf,
+        /// The step to commit (greater than every committed step).
+        #[arg(long)]
+        step: u64,
+        /// Prepended to every tensor name to form its key.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Keep the newest step's entries and add the file's tensors to them.
+        #[arg(long)]
+        from_latest: bool,
+    },
+}
+
+/// What a command produced: text for people, a JSON document for programs,
+/// and the exit code.
+pub(crate) struct Output {
+    pub text: String,
+    pub json: serde_json::Value,
+    pub code: i32,
+}
+
+impl Output {
+    pub(crate) fn ok(text: String, json: serde_json::Value) -> Output {
+        Output {
+            text,
+            json,
+            code: EXIT_OK,
+        }
+    }
+}
+
+pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Db> {
+    Db::open_read_only(path)
+}
+
+fn run(cli: Cli) -> Result<Output> {
+    match cli.command {
+        Command::Ls { db } => ls::run(&open_read_only(&db)?),
+        Command::Show { db, sel } => show::run(&open_read_only(&db)?, &sel),
+        Command::Stats { db, sel, key, bins } => {
+            stats::run(&open_read_only(&db)?, &sel, &key, bins as usize)
+        }
+        Command::Diff { db, a, b } => diff::run(&open_read_only(&db)?, &a, &b),
+        Command::History { db, key } => history::run(&open_read_only(&db)?, &key),
+        Command::Verify { db } => verify::run(&db),
+        Command::Export {
+            db,
+            sel,
+            out,
+            format,
+            prefix,
+            strip_prefix,
+            force,
+        } => export::run(
+            &open_read_only(&db)?,
+            &sel,
+            &out,
+            export::Options {
+                format,
+                prefix,
+                strip_prefix,
+                force,
+            },
+        ),
+        Command::Import {
+            db,
+            file,
+            step,
+            prefix,
+            from_latest,
+        } => import::run(&db, &file, step, prefix, from_latest),
+    }
+}
+
+/// Writes `s` to stdout; a closed pipe (`ckptdb ls | head`) is not an error.
+fn print_stdout(s: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// With `--json`, a failure still prints one JSON document on stdout:
+/// `{"error": "..."}` (the same line also goes to stderr).
+fn print_json_error(msg: &str) {
+    let _ = print_stdout(&format!("{}\n", serde_json::json!({ "error": msg })));
+}
+
+/// Runs the tool on the process arguments and returns the exit code.
+pub fn main() -> i32 {
+    // No input may panic; if a bug does, print one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("ckptdb: internal error: {msg}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            if !e.use_stderr() {
+                return EXIT_OK;
+            }
+            if std::env::args_os().any(|a| a == "--json") {
+                let msg = e.kind().as_str().unwrap_or("invalid usage");
+                print_json_error(&format!("usage: {msg}"));
+            }
+            return EXIT_ERROR;
+        }
+    };
+    let json = cli.json;
+    let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
+            eprintln!("ckptdb: error: {e}");
+            if json {
+                print_json_error(&e.to_string());
+            }
+            return EXIT_ERROR;
+        }
+        Err(_) => {
+            if json {
+                print_json_error("internal error");
+            }
+            return EXIT_ERROR;
+        }
+    };
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&out.json).unwrap_or_else(|_| "null".into());
+        s.push('\n');
+        s
+    } else {
+        out.text
+    };
+    if let Err(e) = print_stdout(&text) {
+        eprintln!("ckptdb: error: writing output: {e}");
+        return EXIT_ERROR;
+    }
+    out.code
+}
