@@ -2,7 +2,8 @@
 //! and safetensors / npy interop.
 //!
 //! Every command opens the database read-only (so it works while a
-//! training process holds it for writing) except `import`, which commits.
+//! training process holds it for writing) except `import` and `compact`,
+//! which take the writer lock.
 //! Every command prints either aligned human-readable text or, with
 //! `--json`, exactly one JSON document on stdout. Errors are one line on
 //! stderr (and, with `--json`, `{"error": "..."}` on stdout).
@@ -71,6 +72,7 @@ macro_rules! with_element {
     };
 }
 
+mod compact;
 mod diff;
 mod export;
 mod history;
@@ -203,6 +205,15 @@ enum Command {
         #[arg(long)]
         from_latest: bool,
     },
+    /// Reclaim space now; prints the log's size before and after.
+    Compact {
+        /// The database directory.
+        db: PathBuf,
+        /// Copy a sealed segment's live entries forward when its live
+        /// fraction is below this (0 only deletes dead segments).
+        #[arg(long, default_value_t = crate::DEFAULT_LIVE_THRESHOLD)]
+        threshold: f64,
+    },
 }
 
 /// What a command produced: text for people, a JSON document for programs,
@@ -263,6 +274,7 @@ fn run(cli: Cli) -> Result<Output> {
             prefix,
             from_latest,
         } => import::run(&db, &file, step, prefix, from_latest),
+        Command::Compact { db, threshold } => compact::run(&db, threshold),
     }
 }
 
