@@ -9,13 +9,17 @@
 //! | `state`                     | counters, episode in progress, seed   |
 //! | `rng`                       | the training random generator         |
 //!
-//! Metrics `eval_return` and `loss`. Retention keeps the newest three steps
-//! and the best one by `eval_return`, dropped atomically with each commit.
+//! Metrics `eval_return` and `loss`. Saving goes through the trainer layer:
+//! the training thread only copies the snapshot, a background thread writes
+//! and syncs it, and retention (the newest three steps and the best one by
+//! `eval_return`) is applied atomically with each commit.
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
-use ckptdb::{Db, Snapshot, StepTx};
+use ckptdb::trainer::{CheckpointManager, CheckpointOptions, MetricMode, PendingStep};
+use ckptdb::{Db, DbOptions, Snapshot};
 use ndarray::{Array1, Array2, Ix1, Ix2};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
@@ -26,8 +30,6 @@ use crate::mlp::{Adam, Mlp};
 use crate::replay::Replay;
 
 type Error = Box<dyn std::error::Error>;
-
-const KEEP_LAST: usize = 3;
 
 /// Counters of the training loop.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -66,11 +68,11 @@ struct State {
 
 /// The run's database.
 pub struct Run {
-    db: Db,
+    manager: CheckpointManager,
     seed: u64,
 }
 
-fn put_mlp(tx: &mut StepTx<'_>, prefix: &str, m: &Mlp) -> ckptdb::Result<()> {
+fn put_mlp(tx: &mut PendingStep, prefix: &str, m: &Mlp) -> ckptdb::Result<()> {
     for l in 0..m.layers() {
         tx.put_tensor(&format!("{prefix}/l{l}.weight"), &m.weights[l])?;
         tx.put_tensor(&format!("{prefix}/l{l}.bias"), &m.biases[l])?;
@@ -103,20 +105,40 @@ fn unrows(a: Array2<f32>) -> Vec<[f32; 4]> {
 }
 
 impl Run {
-    pub fn open(path: &Path, seed: u64) -> ckptdb::Result<Run> {
+    pub fn open(path: &Path, seed: u64, save_every: u64) -> ckptdb::Result<Run> {
+        let options = CheckpointOptions::new()
+            .save_every_steps(save_every)
+            .keep_last(3)
+            .keep_best("eval_return", 1, MetricMode::Max);
+        // Small segments: retention frees disk as soon as a segment holds
+        // nothing live (a snapshot of this run is about 2.4 MiB).
+        let db = Db::open_with(path, DbOptions::default().segment_size(16 << 20))?;
         Ok(Run {
-            db: Db::open(path)?,
+            manager: CheckpointManager::new(Arc::new(db), options),
             seed,
         })
     }
 
-    pub fn steps(&self) -> Vec<u64> {
-        self.db.steps()
+    /// Live steps, once every save in flight has completed.
+    pub fn steps(&self) -> ckptdb::Result<Vec<u64>> {
+        self.manager.flush()?;
+        Ok(self.manager.db().steps())
+    }
+
+    /// True when the schedule says `step` is a save step.
+    pub fn should_save(&self, step: u64) -> bool {
+        self.manager.should_save(step)
+    }
+
+    /// Waits until every save has completed and is durable.
+    pub fn flush(&self) -> ckptdb::Result<()> {
+        self.manager.flush()
     }
 
     /// Best `eval_return` among the live steps (0 when there is none).
     pub fn best_eval(&self) -> f64 {
-        self.db
+        self.manager
+            .db()
             .step_infos()
             .iter()
             .filter_map(|i| i.metrics.get("eval_return").copied())
@@ -129,7 +151,7 @@ impl Run {
         &self,
         cfg: &Config,
     ) -> Result<Option<(Agent, Replay, Pcg64Mcg, CartPole, Counters)>, Error> {
-        let Some(s) = self.db.latest()? else {
+        let Some(s) = self.manager.restore_latest()? else {
             return Ok(None);
         };
         let state: State = s.value("state")?;
@@ -174,7 +196,7 @@ impl Run {
         Ok(Some((agent, replay, rng, state.env, state.counters)))
     }
 
-    /// Commits one snapshot and applies retention in the same commit.
+    /// Hands a copy of the run's state to a background commit and returns.
     #[allow(clippy::too_many_arguments)]
     pub fn save(
         &self,
@@ -188,20 +210,17 @@ impl Run {
     ) -> ckptdb::Result<()> {
         let mut counters = c.clone();
         counters.checkpoints += 1;
-        let mut tx = self.db.begin_step(c.step)?;
-        put_mlp(&mut tx, "online", &agent.online)?;
-        put_mlp(&mut tx, "target", &agent.target)?;
-        put_mlp(&mut tx, "adam/m", &agent.adam.m)?;
-        put_mlp(&mut tx, "adam/v", &agent.adam.v)?;
-        tx.put_tensor("replay/obs", &rows(&replay.obs))?;
-        tx.put_tensor("replay/next_obs", &rows(&replay.next_obs))?;
-        tx.put_tensor("replay/action", &Array1::from(replay.action.clone()))?;
-        tx.put_tensor("replay/reward", &Array1::from(replay.reward.clone()))?;
-        tx.put_tensor(
-            "replay/terminated",
-            &Array1::from(replay.terminated.clone()),
-        )?;
-        tx.put_value(
+        let mut p = PendingStep::new();
+        put_mlp(&mut p, "online", &agent.online)?;
+        put_mlp(&mut p, "target", &agent.target)?;
+        put_mlp(&mut p, "adam/m", &agent.adam.m)?;
+        put_mlp(&mut p, "adam/v", &agent.adam.v)?;
+        p.put_tensor_owned("replay/obs", rows(&replay.obs))?;
+        p.put_tensor_owned("replay/next_obs", rows(&replay.next_obs))?;
+        p.put_tensor_owned("replay/action", Array1::from(replay.action.clone()))?;
+        p.put_tensor_owned("replay/reward", Array1::from(replay.reward.clone()))?;
+        p.put_tensor_owned("replay/terminated", Array1::from(replay.terminated.clone()))?;
+        p.put_value(
             "state",
             &State {
                 seed: self.seed,
@@ -211,45 +230,11 @@ impl Run {
                 adam_t: agent.adam.t,
             },
         )?;
-        tx.put_value("rng", rng)?;
-        tx.put_metric("eval_return", eval)?;
+        p.put_value("rng", rng)?;
+        p.put_metric("eval_return", eval)?;
         if loss.is_finite() {
-            tx.put_metric("loss", f64::from(loss))?;
+            p.put_metric("loss", f64::from(loss))?;
         }
-        for step in self.obsolete(c.step, eval) {
-            tx.drop_step(step)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Live steps that committing `step` with `eval` makes obsolete: all but
-    /// the newest `KEEP_LAST` (counting `step`) and the best by eval return.
-    fn obsolete(&self, step: u64, eval: f64) -> Vec<u64> {
-        let mut all: Vec<(u64, f64)> = self
-            .db
-            .step_infos()
-            .iter()
-            .map(|i| {
-                (
-                    i.step,
-                    i.metrics
-                        .get("eval_return")
-                        .copied()
-                        .unwrap_or(f64::NEG_INFINITY),
-                )
-            })
-            .collect();
-        all.push((step, eval));
-        let best = all
-            .iter()
-            .filter(|(_, e)| !e.is_nan())
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-            .map(|(s, _)| *s);
-        let newest: Vec<u64> = all.iter().rev().take(KEEP_LAST).map(|(s, _)| *s).collect();
-        all.iter()
-            .map(|(s, _)| *s)
-            .filter(|s| *s != step && !newest.contains(s) && Some(*s) != best)
-            .collect()
+        self.manager.save_async(c.step, p)
     }
 }

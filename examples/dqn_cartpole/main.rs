@@ -80,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(parent)?;
     }
     let cfg = Config::default();
-    let run = Run::open(&args.db, args.seed)?;
+    let run = Run::open(&args.db, args.seed, args.save_every)?;
     let (mut agent, mut replay, mut rng, mut env, mut c) = match run.restore(&cfg)? {
         Some(state) => state,
         None => {
@@ -137,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if c.step % cfg.target_sync == 0 {
             agent.sync_target();
         }
-        if c.step % args.save_every == 0 || c.step == args.steps {
+        if run.should_save(c.step) || c.step == args.steps {
             let eval = evaluate(&agent, args.seed, c.step, 10);
             best_eval = best_eval.max(eval);
             run.save(&agent, &replay, &rng, &env, &c, eval, loss)?;
@@ -154,6 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
         }
     }
+    run.flush()?;
     bar.finish_and_clear();
 
     let db = args.db.display();
@@ -169,7 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.recent_return(),
         best_eval
     );
-    println!("checkpoints in {db}: steps {:?}", run.steps());
+    println!("checkpoints in {db}: steps {:?}", run.steps()?);
     println!();
     println!("inspect the run:");
     println!("  cargo run --release -- ls {db}");
