@@ -338,6 +338,18 @@ impl Db {
         Ok(w.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The writer, unless someone holds it (an open step transaction): `None`
+    /// instead of waiting. Replay tables use it to append full pages without
+    /// deadlocking against a transaction of the same thread.
+    pub(crate) fn try_lock_writer(&self) -> Result<Option<MutexGuard<'_, Writer>>> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        match w.try_lock() {
+            Ok(g) => Ok(Some(g)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        }
+    }
+
     /// Live steps, ascending.
     pub fn steps(&self) -> Vec<u64> {
         self.read_view()
