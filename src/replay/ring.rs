@@ -66,6 +66,10 @@ pub(crate) struct Ring {
     pub maps: Vec<Arc<Mapping>>,
     pub pages: Vec<Option<Page>>,
     pub fill: Vec<u8>,
+    /// The page being filled (`cur_page()`, kept to spare divisions).
+    cur: usize,
+    /// Bytes of the page being filled when it is full.
+    fill_target: usize,
     pub prio: Option<SumTree>,
     /// Largest priority given so far; new transitions get it.
     pub max_priority: f64,
@@ -75,7 +79,10 @@ impl Ring {
     pub(crate) fn empty(name: &str, schema: Schema, opts: ReplayOptions) -> Ring {
         let pages = opts.capacity.div_ceil(opts.page_size) as usize;
         let prio = opts.alpha.map(|_| SumTree::new(opts.capacity as usize));
+        let fill_target = opts.page_size as usize * schema.row_size();
         Ring {
+            cur: 0,
+            fill_target,
             name: name.to_owned(),
             fill: Vec::with_capacity(opts.page_size as usize * schema.row_size()),
             schema,
@@ -137,7 +144,7 @@ impl Ring {
         let rs = self.row_size();
         let k = (slot / self.opts.page_size) as usize;
         let r = (slot % self.opts.page_size) as usize;
-        if k == self.cur_page() && (r as u64) < self.fill_rows() {
+        if k == self.cur && (r + 1) * rs <= self.fill.len() {
             return self.fill.get(r * rs..(r + 1) * rs);
         }
         match self.pages.get(k)?.as_ref()? {
@@ -160,24 +167,36 @@ impl Ring {
         })
     }
 
-    /// Appends one packed row to the fill buffer and counts it. Returns true
-    /// when the page being filled is now full (the caller must move it out).
-    pub(crate) fn push_packed(&mut self, row: &[u8]) -> bool {
+    /// Appends one packed row to the fill buffer and counts it. Returns the
+    /// number of the page it completed, if it did: the ring has then moved
+    /// on to the next page, and the caller must move the completed page's
+    /// bytes out of the fill buffer before anything reads the ring.
+    pub(crate) fn push_packed(&mut self, row: &[u8]) -> Option<usize> {
         self.push_with(|fill| fill.extend_from_slice(row))
     }
 
     /// [`Ring::push_packed`] of the row that `write` appends to the fill
     /// buffer (exactly one row's bytes).
     #[inline]
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let slot = self.next_slot();
-        let k = self.cur_page();
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Option<usize> {
         write(&mut self.fill);
         if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
+            let slot = self.total % self.opts.capacity;
             t.set(slot as usize, leaf_value(self.max_priority, a));
         }
         self.total += 1;
-        self.fill.len() as u64 == self.rows_in_page(k) * self.row_size() as u64
+        if self.fill.len() < self.fill_target {
+            return None;
+        }
+        let done = self.cur;
+        self.set_cur();
+        Some(done)
+    }
+
+    /// Recomputes the page being filled from `total`.
+    fn set_cur(&mut self) {
+        self.cur = self.cur_page();
+        self.fill_target = self.rows_in_page(self.cur) as usize * self.row_size();
     }
 
     /// Sets the priorities of `(slot, serial)` pairs whose slot still holds
@@ -265,6 +284,7 @@ impl Ring {
         let mut ring = Ring::empty(name, schema, opts);
         ring.total = counters.total;
         ring.max_priority = counters.max_priority;
+        ring.set_cur();
         if state.pages.len() != ring.pages.len() {
             return Err(bad(format!(
                 "{} pages, the geometry needs {}",

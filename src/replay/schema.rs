@@ -304,6 +304,7 @@ impl Dims<'_> {
         }
     }
 
+    #[inline]
     /// True when this shape equals `spec`, optionally after a leading batch
     /// dimension (returned).
     fn matches(self, spec: &[u64], batched: bool) -> Option<usize> {
@@ -411,6 +412,47 @@ impl<'a> Field<'a> {
     pub fn name(&self) -> &'a str {
         self.name
     }
+}
+
+/// True when `fields` are exactly the schema's fields, in schema order, each
+/// with the right dtype, shape and byte length: the common case of `push`,
+/// checked without allocating. Anything else goes through [`match_fields`],
+/// which accepts any order and says precisely what is wrong.
+#[inline]
+pub(crate) fn in_schema_order(schema: &Schema, fields: &[Field<'_>]) -> bool {
+    fields.len() == schema.fields.len()
+        && fields
+            .iter()
+            .zip(&schema.fields)
+            .zip(&schema.sizes)
+            .all(|((f, spec), &size)| {
+                f.bytes.len() == size
+                    && f.dtype == spec.dtype
+                    && same_name(f.name, &spec.name)
+                    && f.dims.matches(&spec.shape, false).is_some()
+                    && (f.dtype != DType::Bool || f.bytes.iter().all(|&b| b <= 1))
+            })
+}
+
+/// `a == b` for the short names of fields, without a call to `memcmp`
+/// (which costs more than the comparison on the push path).
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// The bytes of a field (checked by [`in_schema_order`] or [`match_fields`]).
+#[inline]
+pub(crate) fn field_bytes<'a>(f: &Field<'a>) -> &'a [u8] {
+    f.bytes
 }
 
 /// Checks `fields` against `schema` and returns, for each schema field, the

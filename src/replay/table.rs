@@ -41,7 +41,9 @@ use crate::txn::StepTx;
 use crate::DType;
 
 use super::ring::{payload_offset, Page, Ring};
-use super::schema::{match_fields, Field, ReplayOptions, Schema, StoredMeta};
+use super::schema::{
+    field_bytes, in_schema_order, match_fields, Field, ReplayOptions, Schema, StoredMeta,
+};
 
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
@@ -56,6 +58,20 @@ pub struct ReplayTable<'db> {
     windows: HashMap<(u64, u64), u32>,
     /// Number of `Page::Pending` pages.
     pending: usize,
+}
+
+/// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
+/// inline instead of through a `memcpy` call.
+#[inline]
+fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
+    match bytes.len() {
+        1 => buf.push(bytes[0]),
+        2 => buf.extend_from_slice(&<[u8; 2]>::try_from(bytes).unwrap_or_default()),
+        4 => buf.extend_from_slice(&<[u8; 4]>::try_from(bytes).unwrap_or_default()),
+        8 => buf.extend_from_slice(&<[u8; 8]>::try_from(bytes).unwrap_or_default()),
+        16 => buf.extend_from_slice(&<[u8; 16]>::try_from(bytes).unwrap_or_default()),
+        _ => buf.extend_from_slice(bytes),
+    }
 }
 
 fn page_key(table: &str, page: usize) -> String {
@@ -127,19 +143,27 @@ impl<'db> ReplayTable<'db> {
     /// in any order; a missing, unknown or repeated field, a wrong dtype or a
     /// wrong shape is an error and leaves the table unchanged.
     pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
-        let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
         if self.pending > 0 {
             self.flush_pending()?;
         }
-        let full = self.ring.push_with(|fill| {
-            for p in &parts {
-                fill.extend_from_slice(p);
-            }
-        });
-        if full {
-            self.page_full()?;
+        let full = if in_schema_order(&self.ring.schema, row) {
+            self.ring.push_with(|fill| {
+                for f in row {
+                    extend_small(fill, field_bytes(f));
+                }
+            })
+        } else {
+            let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
+            self.ring.push_with(|fill| {
+                for p in &parts {
+                    fill.extend_from_slice(p);
+                }
+            })
+        };
+        match full {
+            Some(k) => self.page_full(k),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Appends a batch of transitions: every field of the schema once, each
@@ -159,8 +183,8 @@ impl<'db> ReplayTable<'db> {
                 row[off..off + size].copy_from_slice(&p[r * size..(r + 1) * size]);
                 off += size;
             }
-            if self.ring.push_packed(&row) {
-                self.page_full()?;
+            if let Some(k) = self.ring.push_packed(&row) {
+                self.page_full(k)?;
             }
         }
         Ok(())
@@ -189,21 +213,15 @@ impl<'db> ReplayTable<'db> {
         if self.pending > 0 {
             self.flush_pending()?;
         }
-        if self.ring.push_packed(row) {
-            self.page_full()?;
+        if let Some(k) = self.ring.push_packed(row) {
+            self.page_full(k)?;
         }
         Ok(())
     }
 
-    /// The page being filled is full: append it to the log, or keep it
-    /// pending when the writer is busy.
-    fn page_full(&mut self) -> Result<()> {
-        // The ring has already moved on; the full page is the one before.
-        let k = if self.ring.cur_page() == 0 {
-            self.ring.pages.len() - 1
-        } else {
-            self.ring.cur_page() - 1
-        };
+    /// Page `k` is full (its bytes are in the fill buffer): append it to
+    /// the log, or keep it pending when the writer is busy.
+    fn page_full(&mut self, k: usize) -> Result<()> {
         let db = self.db;
         match db.try_lock_writer()? {
             Some(mut w) => {
