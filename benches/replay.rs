@@ -48,6 +48,7 @@ struct VecRing {
 }
 
 /// What a sampled batch is in the baseline: one array per field.
+#[allow(dead_code)] // only handed to black_box
 struct VecBatch {
     obs: Array2<f32>,
     action: Array1<i64>,
@@ -183,6 +184,10 @@ fn bench_sample(c: &mut Criterion) {
 
     g.bench_function("ckptdb_uniform", |b| {
         b.iter(|| black_box(table.sample_uniform(&mut rng, BATCH).unwrap()))
+    });
+    let view = db.latest().unwrap().unwrap().replay("buf").unwrap();
+    g.bench_function("ckptdb_view_uniform", |b| {
+        b.iter(|| black_box(view.sample_uniform(&mut rng, BATCH).unwrap()))
     });
     g.bench_function("ckptdb_prioritized", |b| {
         b.iter(|| black_box(table.sample_prioritized(&mut rng, BATCH, 0.4).unwrap()))

@@ -272,6 +272,12 @@ impl<'db> StepTx<'db> {
         })
     }
 
+    /// Counts `n` payload bytes this step is the first to commit although
+    /// they were appended outside the transaction (full replay pages).
+    pub(crate) fn count_new_bytes(&mut self, n: u64) {
+        self.new_bytes += n;
+    }
+
     /// The database this transaction commits to.
     pub(crate) fn db(&self) -> &'db Db {
         self.db

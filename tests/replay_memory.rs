@@ -82,7 +82,7 @@ fn fill_and_measure(prioritized: bool) {
         used - page_bytes < 16 * MIB,
         "{} MiB of heap for a table of {} MiB of rows",
         used / MIB,
-        cap as usize * ROW_BYTES >> 20
+        (cap as usize * ROW_BYTES) >> 20
     );
     // The rows really are all there.
     assert_eq!(t.len(), cap);

@@ -17,7 +17,9 @@ fn unchanged_pages_are_referenced_not_rewritten() {
     push_range(&mut t, 0..5_050);
     let mut tx = db.begin_step(1).unwrap();
     tx.put_replay(&mut t).unwrap();
-    tx.commit().unwrap();
+    let info = tx.commit().unwrap();
+    // 50 full pages appended before the commit, and the partial page.
+    assert_eq!(info.new_bytes, 5_050 * ROW_BYTES as u64);
     let before = db.disk_usage().unwrap();
     // Nothing pushed: the next step writes no page, and shares the partial.
     let mut tx = db.begin_step(2).unwrap();

@@ -74,6 +74,14 @@ fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// The first location a rollback of the current transaction could cut.
+fn pinned_location(pinned: (u64, u64)) -> crate::format::Location {
+    crate::format::Location {
+        segment: pinned.0,
+        offset: pinned.1,
+    }
+}
+
 fn page_key(table: &str, page: usize) -> String {
     format!("replay:{table}/page/{page}")
 }
@@ -426,7 +434,7 @@ impl<'db> ReplayTable<'db> {
                 *written = Some(e);
             }
         }
-        let pages = self
+        let pages: Vec<Option<EntryRef>> = self
             .ring
             .pages
             .iter()
@@ -436,6 +444,26 @@ impl<'db> ReplayTable<'db> {
                 None => None,
             })
             .collect();
+        // Pages appended outside any transaction that no commit has named
+        // yet are this step's new bytes (unless this transaction recorded
+        // them already).
+        let committed = self.db.read_view().committed();
+        let beyond = |e: &EntryRef| match committed {
+            Some(c) => (e.at.segment, e.at.offset) >= (c.segment, c.end),
+            None => true,
+        };
+        let already: std::collections::HashSet<crate::format::Location> = tx
+            .replay
+            .get(&name)
+            .map(|st| st.pages.iter().flatten().map(|e| e.at).collect())
+            .unwrap_or_default();
+        let fresh: u64 = pages
+            .iter()
+            .flatten()
+            .filter(|e| beyond(e) && !already.contains(&e.at) && e.at < pinned_location(pinned))
+            .map(|e| e.len)
+            .sum();
+        tx.count_new_bytes(fresh);
         let partial = if self.ring.fill_rows() > 0 {
             Some(tx.write_entry(
                 &format!("replay:{name}/partial"),
