@@ -150,6 +150,30 @@ fn bench_push(c: &mut Criterion) {
             i += 1;
         })
     });
+    // The same rows pushed 1024 at a time, as a vectorized environment
+    // produces them.
+    let rows: Vec<Transition> = (0..1024).map(transition).collect();
+    let obs: Vec<f32> = rows.iter().flat_map(|t| t.obs).collect();
+    let next_obs: Vec<f32> = rows.iter().flat_map(|t| t.next_obs).collect();
+    let action: Vec<i64> = rows.iter().map(|t| t.action).collect();
+    let reward: Vec<f32> = rows.iter().map(|t| t.reward).collect();
+    let terminated: Vec<bool> = rows.iter().map(|t| t.terminated).collect();
+    let truncated: Vec<bool> = rows.iter().map(|t| t.truncated).collect();
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("ckptdb_batch_1024", |b| {
+        b.iter(|| {
+            table
+                .push_batch(&[
+                    Field::rows("obs", 1024, &obs, &[4]),
+                    Field::vector("action", &action),
+                    Field::vector("reward", &reward),
+                    Field::rows("next_obs", 1024, &next_obs, &[4]),
+                    Field::vector("terminated", &terminated),
+                    Field::vector("truncated", &truncated),
+                ])
+                .unwrap()
+        })
+    });
     g.finish();
 }
 

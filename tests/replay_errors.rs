@@ -280,3 +280,40 @@ fn bad_schemas_and_options_are_refused() {
     }
     assert!(db.replay_table("", &s, ReplayOptions::new(10, 5)).is_err());
 }
+
+#[test]
+fn a_damaged_page_is_a_corruption_error_not_a_wrong_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt");
+    {
+        let db = Db::open(&path).unwrap();
+        let mut t = db
+            .replay_table("buf", &cartpole(), ReplayOptions::new(64, 8))
+            .unwrap();
+        push_range(&mut t, 0..20);
+        let mut tx = db.begin_step(1).unwrap();
+        tx.put_replay(&mut t).unwrap();
+        tx.commit().unwrap();
+    }
+    // Flip one byte of transition 3's observation inside its page.
+    let needle: Vec<u8> = transition(3)
+        .obs
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let seg = std::fs::read_dir(path.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap();
+    bytes[at] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let db = Db::open_read_only(&path).unwrap();
+    let e = db.snapshot(1).unwrap().replay("buf").unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+}

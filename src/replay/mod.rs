@@ -29,6 +29,28 @@
 //! Heap use is the page being filled, a few words per page, and for a
 //! prioritized table 4 bytes per slot plus a small tree (`sumtree.rs`).
 //!
+//! # Format
+//!
+//! A step's manifest holds, per table, a `ReplayTableState`:
+//!
+//! | field     | what                                                          |
+//! |-----------|---------------------------------------------------------------|
+//! | `schema`  | postcard of `{version: u8 = 1, fields: [{name, dtype, shape}], capacity, page_size, alpha: Option<f64>}` |
+//! | `pages`   | one reference per page number (`ceil(capacity / page_size)`), `None` until the page first fills |
+//! | `partial` | the rows of the page being filled, when it holds any          |
+//! | `side`    | priorities of a prioritized table                             |
+//! | `ring`    | postcard of `{total: u64, max_priority: f64}`                 |
+//!
+//! Entries: a page is `Kind::ReplayPage`, dtype `u8`, shape
+//! `[rows, row_bytes]`, key `replay:<table>/page/<k>`, payload the packed
+//! rows (fields' little-endian bytes in schema order, no padding); the
+//! partial page is the same with key `replay:<table>/partial`; priorities are
+//! `Kind::ReplayState`, dtype `f32`, shape `[capacity]`, key
+//! `replay:<table>/priorities`, payload `p^α` per slot (0 for an empty
+//! slot). `total` alone fixes which slots are occupied, which page is being
+//! filled and how many of its rows are in `partial`; restoring checks every
+//! reference against that geometry.
+//!
 //! ```no_run
 //! use ckptdb::replay::{Field, ReplayOptions, Schema};
 //! use ckptdb::Db;
