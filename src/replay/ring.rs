@@ -278,20 +278,50 @@ impl Ring {
         opts.validate(&schema).map_err(|e| bad(e.to_string()))?;
         let counters: StoredRing =
             postcard::from_bytes(&state.ring).map_err(|e| bad(format!("ring state: {e}")))?;
+        if counters.total >= 1 << 62 {
+            return Err(bad("transition count out of range".into()));
+        }
         if !(counters.max_priority.is_finite() && counters.max_priority > 0.0) {
             return Err(bad("max priority out of range".into()));
         }
-        let mut ring = Ring::empty(name, schema, opts);
-        ring.total = counters.total;
-        ring.max_priority = counters.max_priority;
-        ring.set_cur();
-        if state.pages.len() != ring.pages.len() {
+        // Check the sizes that decide allocations against what the
+        // manifest and the file hold before allocating anything: a damaged
+        // capacity must not become a huge allocation.
+        let n_pages = opts.capacity.div_ceil(opts.page_size);
+        if state.pages.len() as u64 != n_pages {
             return Err(bad(format!(
-                "{} pages, the geometry needs {}",
-                state.pages.len(),
-                ring.pages.len()
+                "{} pages, the geometry needs {n_pages}",
+                state.pages.len()
             )));
         }
+        let side = match (&state.side, opts.alpha) {
+            (Some(e), Some(_)) => {
+                if e.kind != Kind::ReplayState
+                    || e.dtype != Some(DType::F32)
+                    || e.shape != [opts.capacity]
+                    || e.len != opts.capacity * 4
+                {
+                    return Err(bad("priorities do not fit the table".into()));
+                }
+                Some(segments.payload(maps, e, true)?)
+            }
+            (None, None) => None,
+            _ => return Err(bad("priorities present without alpha, or missing".into())),
+        };
+        let mut ring = Ring {
+            name: name.to_owned(),
+            schema,
+            opts,
+            total: counters.total,
+            maps: Vec::new(),
+            pages: (0..n_pages).map(|_| None).collect(),
+            fill: Vec::new(),
+            cur: 0,
+            fill_target: 0,
+            prio: None,
+            max_priority: counters.max_priority,
+        };
+        ring.set_cur();
         let cur = ring.cur_page();
         let full = ring.total >= ring.capacity();
         let rs = ring.row_size() as u64;
@@ -337,31 +367,19 @@ impl Ring {
             None if ring.fill_rows() > 0 => return Err(bad("the partial page is missing".into())),
             None => {}
         }
-        match (&state.side, ring.opts.alpha) {
-            (Some(e), Some(_)) => {
-                if e.kind != Kind::ReplayState
-                    || e.dtype != Some(DType::F32)
-                    || e.shape != [ring.capacity()]
-                    || e.len != ring.capacity() * 4
-                {
-                    return Err(bad("priorities do not fit the table".into()));
+        if let Some(bytes) = side {
+            let leaves: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let len = ring.len() as usize;
+            for (i, &v) in leaves.iter().enumerate() {
+                let ok = v.is_finite() && if i < len { v > 0.0 } else { v == 0.0 };
+                if !ok {
+                    return Err(bad(format!("priority of slot {i} is {v}")));
                 }
-                let bytes = segments.payload(maps, e, true)?;
-                let leaves: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                let len = ring.len() as usize;
-                for (i, &v) in leaves.iter().enumerate() {
-                    let ok = v.is_finite() && if i < len { v > 0.0 } else { v == 0.0 };
-                    if !ok {
-                        return Err(bad(format!("priority of slot {i} is {v}")));
-                    }
-                }
-                ring.prio = Some(SumTree::from_leaves(leaves));
             }
-            (None, None) => {}
-            _ => return Err(bad("priorities present without alpha, or missing".into())),
+            ring.prio = Some(SumTree::from_leaves(leaves));
         }
         Ok(ring)
     }
