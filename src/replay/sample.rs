@@ -270,16 +270,18 @@ pub(crate) fn prioritized<R: Rng + ?Sized>(
     check_nonempty(ring, n)?;
     let total = tree.total();
     let min = tree.min() as f64;
-    let mut slots = Vec::with_capacity(n);
-    let mut weights = Vec::with_capacity(n);
-    for _ in 0..n {
-        let u = rng.random::<f64>() * total;
-        let slot = tree
-            .find(u)
-            .ok_or_else(|| Error::invalid(format!("replay table {:?} is empty", ring.name)))?;
-        let p = tree.get(slot) as f64;
-        slots.push(slot as u64);
-        weights.push((p / min).powf(-beta));
+    let mut us: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * total).collect();
+    let mut found = vec![0usize; n];
+    if !tree.find_many(&mut us, &mut found) {
+        return Err(Error::invalid(format!(
+            "replay table {:?} is empty",
+            ring.name
+        )));
     }
+    let slots: Vec<u64> = found.iter().map(|&s| s as u64).collect();
+    let weights: Vec<f64> = found
+        .iter()
+        .map(|&s| (tree.get(s) as f64 / min).powf(-beta))
+        .collect();
     gather(ring, &slots, Some(weights))
 }

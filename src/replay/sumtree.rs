@@ -112,31 +112,53 @@ impl SumTree {
     /// The slot where the running sum of leaves first exceeds `u`, for `u`
     /// in `[0, total)`. Never returns a zero leaf while the total is
     /// positive; `None` when every leaf is zero.
-    pub(crate) fn find(&self, mut u: f64) -> Option<usize> {
+    pub(crate) fn find(&self, u: f64) -> Option<usize> {
+        let mut out = [0usize];
+        self.find_many(&mut [u], &mut out).then_some(out[0])
+    }
+
+    /// [`SumTree::find`] for many values at once, into `out`. The descents
+    /// advance level by level across all values, so their cache misses
+    /// overlap instead of following one another. Returns false (and leaves
+    /// `out` alone) when every leaf is zero.
+    pub(crate) fn find_many(&self, us: &mut [f64], out: &mut [usize]) -> bool {
         if self.total() <= 0.0 {
-            return None;
+            return false;
         }
-        let mut i = 1;
-        while i < self.width {
-            let left = self.sums[2 * i];
-            // Rounding can leave `u` at or past the left sum when the right
-            // side is empty; never walk into an empty subtree.
-            if u < left || self.sums[2 * i + 1] <= 0.0 {
-                i *= 2;
-            } else {
-                u -= left;
-                i = 2 * i + 1;
+        let mut nodes = vec![1usize; us.len()];
+        let mut width = 1;
+        while width < self.width {
+            for (i, u) in nodes.iter_mut().zip(us.iter_mut()) {
+                let left = self.sums[2 * *i];
+                // Rounding can leave `u` at or past the left sum when the
+                // right side is empty; never walk into an empty subtree.
+                if *u < left || self.sums[2 * *i + 1] <= 0.0 {
+                    *i *= 2;
+                } else {
+                    *u -= left;
+                    *i = 2 * *i + 1;
+                }
             }
+            width *= 2;
         }
-        let b = (i - self.width).min(self.blocks - 1);
+        for ((o, &i), &u) in out.iter_mut().zip(&nodes).zip(us.iter()) {
+            *o = self.scan_block(i - self.width, u);
+        }
+        true
+    }
+
+    /// The leaf of block `b` where the running sum first exceeds `u` (the
+    /// last non-zero leaf when rounding leaves `u` past the block's sum).
+    fn scan_block(&self, b: usize, u: f64) -> usize {
+        let b = b.min(self.blocks - 1);
         let lo = b * BLOCK;
         let hi = (lo + BLOCK).min(self.leaves.len());
         let mut acc = 0.0f64;
-        let mut last = None;
+        let mut last = lo;
         for (j, &v) in self.leaves[lo..hi].iter().enumerate() {
             if v > 0.0 {
                 acc += v as f64;
-                last = Some(lo + j);
+                last = lo + j;
                 if u < acc {
                     return last;
                 }
