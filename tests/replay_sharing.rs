@@ -107,3 +107,42 @@ fn two_tables_in_one_step() {
     assert_eq!(which(&vb.get(0).unwrap()), 103);
     assert!(s.verify().is_empty());
 }
+
+#[test]
+fn pushing_while_another_thread_commits_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt");
+    let opts = ReplayOptions::new(100, 8);
+    {
+        let db = Db::open(&path).unwrap();
+        let mut t = db.replay_table("buf", &cartpole(), opts).unwrap();
+        push_range(&mut t, 0..5);
+        let (began_tx, began_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let db = &db;
+            s.spawn(move || {
+                let mut tx = db.begin_step(1).unwrap();
+                tx.put_blob("weights", &[1, 2, 3]).unwrap();
+                began_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                tx.commit().unwrap();
+            });
+            began_rx.recv().unwrap();
+            // The writer is held by the other thread's transaction: these
+            // pages stay in memory, and nothing blocks.
+            push_range(&mut t, 5..40);
+            assert_eq!(which(&t.get(20).unwrap()), 20);
+            done_tx.send(()).unwrap();
+        });
+        push_range(&mut t, 40..43);
+        let mut tx = db.begin_step(2).unwrap();
+        tx.put_replay(&mut t).unwrap();
+        tx.commit().unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    let v = db.snapshot(2).unwrap().replay("buf").unwrap();
+    let got: Vec<u64> = (0..v.len()).map(|i| which(&v.get(i).unwrap())).collect();
+    assert_eq!(got, (0..43).collect::<Vec<_>>());
+    assert!(db.snapshot(1).unwrap().replay("buf").is_err());
+}

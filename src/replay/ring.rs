@@ -56,7 +56,6 @@ pub(crate) fn payload_offset(e: &EntryRef) -> u64 {
 }
 
 /// The state of one table, shared by the writable table and read-only views.
-#[derive(Debug)]
 pub(crate) struct Ring {
     pub name: String,
     pub schema: Schema,
@@ -73,6 +72,20 @@ pub(crate) struct Ring {
     pub prio: Option<SumTree>,
     /// Largest priority given so far; new transitions get it.
     pub max_priority: f64,
+}
+
+impl std::fmt::Debug for Ring {
+    // Not derived: the fill buffer and the priorities are megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.name)
+            .field("schema", &self.schema.to_string())
+            .field("options", &self.opts)
+            .field("total", &self.total)
+            .field("maps", &self.maps.len())
+            .field("fill_bytes", &self.fill.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ring {

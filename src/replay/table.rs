@@ -50,7 +50,6 @@ const WINDOW: u64 = 16 << 20;
 
 /// A replay table of a database opened for writing: a ring of transitions
 /// stored as pages in the log. See the [module documentation](crate::replay).
-#[derive(Debug)]
 pub struct ReplayTable<'db> {
     db: &'db Db,
     pub(crate) ring: Ring,
@@ -79,6 +78,15 @@ fn pinned_location(pinned: (u64, u64)) -> crate::format::Location {
     crate::format::Location {
         segment: pinned.0,
         offset: pinned.1,
+    }
+}
+
+impl std::fmt::Debug for ReplayTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayTable")
+            .field("ring", &self.ring)
+            .field("pending_pages", &self.pending)
+            .finish_non_exhaustive()
     }
 }
 
