@@ -14,7 +14,7 @@
 //! sampled, and not part of the minimum.
 
 /// Leaves per block.
-const BLOCK: usize = 32;
+const BLOCK: usize = 64;
 
 #[derive(Clone, Debug)]
 pub(crate) struct SumTree {
@@ -130,14 +130,14 @@ impl SumTree {
         while width < self.width {
             for (i, u) in nodes.iter_mut().zip(us.iter_mut()) {
                 let left = self.sums[2 * *i];
+                let right = self.sums[2 * *i + 1];
                 // Rounding can leave `u` at or past the left sum when the
                 // right side is empty; never walk into an empty subtree.
-                if *u < left || self.sums[2 * *i + 1] <= 0.0 {
-                    *i *= 2;
-                } else {
-                    *u -= left;
-                    *i = 2 * *i + 1;
-                }
+                // Branch-free: the direction is random, a branch on it
+                // would be mispredicted half the time.
+                let go_right = (*u >= left) & (right > 0.0);
+                *u -= if go_right { left } else { 0.0 };
+                *i = 2 * *i + go_right as usize;
             }
             width *= 2;
         }
