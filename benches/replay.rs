@@ -150,6 +150,23 @@ fn bench_push(c: &mut Criterion) {
             i += 1;
         })
     });
+    // Packed rows (schema order, no padding), as a caller with its own
+    // `#[repr(C, packed)]` transition type pushes them.
+    let mut i = 0u64;
+    g.bench_function("ckptdb_packed", |b| {
+        b.iter(|| {
+            let t = black_box(transition(i));
+            let mut row = [0u8; 46];
+            row[0..16].copy_from_slice(bytemuck::cast_slice(&t.obs));
+            row[16..24].copy_from_slice(&t.action.to_le_bytes());
+            row[24..28].copy_from_slice(&t.reward.to_le_bytes());
+            row[28..44].copy_from_slice(bytemuck::cast_slice(&t.next_obs));
+            row[44] = t.terminated as u8;
+            row[45] = t.truncated as u8;
+            table.push_bytes(&row).unwrap();
+            i += 1;
+        })
+    });
     // The same rows pushed 1024 at a time, as a vectorized environment
     // produces them.
     let rows: Vec<Transition> = (0..1024).map(transition).collect();
