@@ -20,6 +20,14 @@
 //! below a point that can no longer be rolled back, and its bytes equal the
 //! page's, the table adopts it instead of writing the page again.
 //!
+//! **Space reclamation must respect pinned pages.** A detached page is in
+//! no manifest until a commit names it, so the catalog does not count it as
+//! live; a compaction that deleted its segment in between would leave the
+//! next snapshot naming a page that is gone. Reclamation must keep every
+//! segment at or after the oldest page that an open table has appended but
+//! no commit has named yet (in practice: segments written since the oldest
+//! root that tables have not recorded since).
+//!
 //! # Maps of pinned pages
 //!
 //! Pinned pages are read through maps of *windows* of the file: the window
