@@ -93,6 +93,10 @@ impl View {
 pub(crate) struct Writer {
     pub log: LogWriter,
     pub catalog: Option<Catalog>,
+    /// Entries appended outside any transaction (full replay pages) that no
+    /// durable root names yet. Nothing counts them as live, so space
+    /// reclamation must keep their segments; a root naming one unpins it.
+    pub pinned: std::collections::BTreeSet<Location>,
     _lock: File,
 }
 
@@ -268,6 +272,7 @@ impl Db {
         db.writer = Some(Mutex::new(Writer {
             log,
             catalog: Some(catalog),
+            pinned: Default::default(),
             _lock: lock,
         }));
         Ok(db)
@@ -347,6 +352,18 @@ impl Db {
     pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         Ok(w.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The writer, unless someone holds it (an open step transaction): `None`
+    /// instead of waiting. Replay tables use it to append full pages without
+    /// deadlocking against a transaction of the same thread.
+    pub(crate) fn try_lock_writer(&self) -> Result<Option<MutexGuard<'_, Writer>>> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        match w.try_lock() {
+            Ok(g) => Ok(Some(g)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        }
     }
 
     /// Live steps, ascending.

@@ -47,6 +47,7 @@ mod key;
 mod log;
 mod mmap;
 mod record;
+pub mod replay;
 mod snapshot;
 pub mod storage;
 mod tags;

@@ -28,6 +28,21 @@
 //!    before it. A reader whose older root names an unlinked segment gets
 //!    `NotFound` when it maps it, moves to the newer root and retries.
 //!
+//! 5. **Pinned bytes are never truncated either.** Replay tables append a
+//!    full page as an entry while no step transaction is open, and read it
+//!    back through a map before any commit names it. Such bytes lie above
+//!    the newest root, yet this process never cuts them: the writer truncates
+//!    only (a) on transaction rollback, back to the mark taken when that
+//!    transaction began — and a transaction that begins later takes its mark
+//!    at or after the current end of the log — and (b) during recovery in a
+//!    `Db::open`, which cannot run while this process holds the write lock
+//!    (a replay table borrows its `Db`, so its maps are gone before the lock
+//!    is released). So every byte below the writer's position at a moment
+//!    when no transaction is open is *pinned* for the life of this process;
+//!    [`Mapping::map_range`] maps only such ranges (or committed ones). If
+//!    the process dies first, recovery drops the uncommitted pages together
+//!    with every map of them.
+//!
 //! Bytes outside that discipline — another program truncating or editing a
 //! segment by hand — cannot be defended against by any mmap-based reader; the
 //! file length is checked against the requested range before mapping, so a
@@ -67,6 +82,38 @@ impl Mapping {
         // rewrites or truncates (module documentation, rules 1-3), and the
         // file was checked to be at least that long.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
+        Ok(Mapping { map: Some(map) })
+    }
+
+    /// Maps `[offset, offset + len)` of the file at `path`. The range must be
+    /// committed or pinned (module documentation, rules 1-3 and 5); a file
+    /// that ends before the range is an `UnexpectedEof` error.
+    pub(crate) fn map_range(path: &Path, offset: u64, len: u64) -> io::Result<Mapping> {
+        if len == 0 {
+            return Ok(Mapping { map: None });
+        }
+        let file = File::open(path)?;
+        let file_len = file.metadata()?.len();
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
+        if file_len < end {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file is {file_len} bytes, the range ends at {end}"),
+            ));
+        }
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large to map"))?;
+        // SAFETY: the range is committed or pinned data, which this process
+        // never rewrites or truncates (module documentation, rules 1-3 and
+        // 5), and the file was checked to hold all of it.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map(&file)?
+        };
         Ok(Mapping { map: Some(map) })
     }
 

@@ -232,6 +232,23 @@ impl<'db> StepTx<'db> {
         payload: &[u8],
     ) -> Result<()> {
         validate_key(key)?;
+        let e = self.write_entry(key, kind, dtype, shape, payload)?;
+        self.entries.insert(key.to_owned(), e);
+        Ok(())
+    }
+
+    /// Writes an entry of this transaction (or finds a committed duplicate)
+    /// and returns its reference, without naming it in the step. The key is
+    /// not checked as a user key: internal entries (replay pages and state)
+    /// use their own.
+    pub(crate) fn write_entry(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        dtype: Option<DType>,
+        shape: Vec<u64>,
+        payload: &[u8],
+    ) -> Result<EntryRef> {
         if shape.len() > MAX_RANK {
             return Err(Error::invalid(format!(
                 "rank {} over the limit {MAX_RANK}",
@@ -245,8 +262,7 @@ impl<'db> StepTx<'db> {
         }
         let crc = crc32fast::hash(payload);
         if let Some(e) = self.find_duplicate(kind, dtype, &shape, payload, crc)? {
-            self.entries.insert(key.to_owned(), e);
-            return Ok(());
+            return Ok(e);
         }
         let header = EntryHeader {
             kind,
@@ -259,19 +275,33 @@ impl<'db> StepTx<'db> {
         };
         let at = self.w.log.append(header, payload)?;
         self.new_bytes += payload.len() as u64;
-        self.entries.insert(
-            key.to_owned(),
-            EntryRef {
-                at,
-                kind,
-                dtype,
-                shape,
-                len: payload.len() as u64,
-                crc,
-                stored_key: key.to_owned(),
-            },
-        );
-        Ok(())
+        Ok(EntryRef {
+            at,
+            kind,
+            dtype,
+            shape,
+            len: payload.len() as u64,
+            crc,
+            stored_key: key.to_owned(),
+        })
+    }
+
+    /// Counts `n` payload bytes this step is the first to commit although
+    /// they were appended outside the transaction (full replay pages).
+    pub(crate) fn count_new_bytes(&mut self, n: u64) {
+        self.new_bytes += n;
+    }
+
+    /// The database this transaction commits to.
+    pub(crate) fn db(&self) -> &'db Db {
+        self.db
+    }
+
+    /// Where the log ended when the transaction began: bytes below it are
+    /// committed or pinned (see `crate::mmap`), bytes above it may still be
+    /// cut back by a rollback.
+    pub(crate) fn begin_position(&self) -> (u64, u64) {
+        self.mark.position()
     }
 
     /// A committed live entry with exactly this content, if there is one.
@@ -467,6 +497,11 @@ pub(crate) fn publish(
     w.log.set_last_root(at);
     let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
     let root = FoundRoot { at, end, record };
+    if let Some(m) = &root.record.step {
+        for e in m.entry_refs() {
+            w.pinned.remove(&e.at);
+        }
+    }
     {
         let mut view = db.write_view();
         if let Some(m) = &root.record.step {

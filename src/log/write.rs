@@ -34,6 +34,13 @@ pub(crate) struct Mark {
     next_seq: u64,
 }
 
+impl Mark {
+    /// The segment and offset where the log ended when the mark was taken.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.segment, self.pos)
+    }
+}
+
 /// The one appender of a database.
 #[derive(Debug)]
 pub(crate) struct LogWriter {
@@ -136,6 +143,19 @@ impl LogWriter {
     #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn active_segment(&self) -> u64 {
         self.active_id
+    }
+
+    /// The active segment and the logical end of the log in it (buffered
+    /// bytes included; [`LogWriter::flush`] puts them in the file).
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.active_id, self.pos)
+    }
+
+    /// Writes buffered bytes to the file without syncing, so that a map can
+    /// see them.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.check()?;
+        self.flush_buf()
     }
 
     pub(crate) fn mark(&self) -> Mark {

@@ -1,0 +1,424 @@
+//! The ring: which transition lives in which slot, and where a slot's bytes
+//! are.
+//!
+//! Slot `s` (of `capacity`) is row `s % page_size` of page `s / page_size`;
+//! the last page is shorter when the capacity is not a multiple of the page
+//! size. The `total` transitions ever pushed fully determine the rest: the
+//! next slot is `total % capacity`, the page being filled is the one holding
+//! it, and its first `total % capacity % page_size` rows are in memory (the
+//! **fill** buffer). Every other occupied row is in a full page — a log entry
+//! read through a map — including the not-yet-overwritten rows of the page
+//! being filled, which still sit in that page's entry from the previous lap.
+//!
+//! Transition number `t` (its *serial*) went to slot `t % capacity`, so the
+//! serial a slot holds now is computed, not stored.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{align_up, Kind, ENTRY_FIXED_LEN};
+use crate::log::read::{SegmentMaps, Segments};
+use crate::mmap::Mapping;
+use crate::record::{EntryRef, ReplayTableState};
+use crate::DType;
+
+use super::schema::{ReplayOptions, Schema, StoredMeta};
+use super::sumtree::SumTree;
+
+/// Where a full page's bytes are.
+#[derive(Debug)]
+pub(crate) enum Page {
+    /// A log entry, read through `maps[map]` starting at byte `start`.
+    Mapped {
+        entry: EntryRef,
+        map: u32,
+        start: usize,
+    },
+    /// Not yet readable through a map: it filled while the writer was busy
+    /// (a step transaction was open). `written` is the entry a transaction
+    /// wrote it as, which is adopted once it is known to be permanent.
+    Pending {
+        bytes: Box<[u8]>,
+        written: Option<EntryRef>,
+    },
+}
+
+/// The ring counters stored in a snapshot, encoded with postcard.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredRing {
+    pub total: u64,
+    pub max_priority: f64,
+}
+
+/// Offset of an entry's payload from the start of the entry.
+pub(crate) fn payload_offset(e: &EntryRef) -> u64 {
+    align_up((ENTRY_FIXED_LEN + e.stored_key.len() + 8 * e.shape.len()) as u64).unwrap_or(u64::MAX)
+}
+
+/// The state of one table, shared by the writable table and read-only views.
+pub(crate) struct Ring {
+    pub name: String,
+    pub schema: Schema,
+    pub opts: ReplayOptions,
+    pub total: u64,
+    /// Maps the mapped pages point into.
+    pub maps: Vec<Arc<Mapping>>,
+    pub pages: Vec<Option<Page>>,
+    pub fill: Vec<u8>,
+    /// The page being filled (`cur_page()`, kept to spare divisions).
+    cur: usize,
+    /// Bytes of the page being filled when it is full.
+    fill_target: usize,
+    pub prio: Option<SumTree>,
+    /// Largest priority given so far; new transitions get it.
+    pub max_priority: f64,
+}
+
+impl std::fmt::Debug for Ring {
+    // Not derived: the fill buffer and the priorities are megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.name)
+            .field("schema", &self.schema.to_string())
+            .field("options", &self.opts)
+            .field("total", &self.total)
+            .field("maps", &self.maps.len())
+            .field("fill_bytes", &self.fill.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    pub(crate) fn empty(name: &str, schema: Schema, opts: ReplayOptions) -> Ring {
+        let pages = opts.capacity.div_ceil(opts.page_size) as usize;
+        let prio = opts.alpha.map(|_| SumTree::new(opts.capacity as usize));
+        let fill_target = opts.page_size as usize * schema.row_size();
+        Ring {
+            cur: 0,
+            fill_target,
+            name: name.to_owned(),
+            fill: Vec::with_capacity(opts.page_size as usize * schema.row_size()),
+            schema,
+            opts,
+            total: 0,
+            maps: Vec::new(),
+            pages: (0..pages).map(|_| None).collect(),
+            prio,
+            max_priority: 1.0,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.opts.capacity
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.total.min(self.opts.capacity)
+    }
+
+    pub(crate) fn row_size(&self) -> usize {
+        self.schema.row_size()
+    }
+
+    pub(crate) fn next_slot(&self) -> u64 {
+        self.total % self.opts.capacity
+    }
+
+    pub(crate) fn cur_page(&self) -> usize {
+        (self.next_slot() / self.opts.page_size) as usize
+    }
+
+    pub(crate) fn fill_rows(&self) -> u64 {
+        self.next_slot() % self.opts.page_size
+    }
+
+    pub(crate) fn rows_in_page(&self, k: usize) -> u64 {
+        let start = k as u64 * self.opts.page_size;
+        self.opts.page_size.min(self.opts.capacity - start)
+    }
+
+    /// The serial of the transition slot `slot` holds now.
+    pub(crate) fn serial_at(&self, slot: u64) -> Option<u64> {
+        if slot >= self.len() {
+            return None;
+        }
+        let c = self.opts.capacity;
+        Some(slot + c * ((self.total - 1 - slot) / c))
+    }
+
+    /// The slot of the `i`-th transition, oldest first.
+    pub(crate) fn slot_of(&self, i: u64) -> Option<u64> {
+        (i < self.len()).then(|| (self.total - self.len() + i) % self.opts.capacity)
+    }
+
+    /// The stored bytes of the row in `slot`.
+    #[inline]
+    pub(crate) fn row(&self, slot: u64) -> Option<&[u8]> {
+        let rs = self.row_size();
+        let k = (slot / self.opts.page_size) as usize;
+        let r = (slot % self.opts.page_size) as usize;
+        if k == self.cur && (r + 1) * rs <= self.fill.len() {
+            return self.fill.get(r * rs..(r + 1) * rs);
+        }
+        match self.pages.get(k)?.as_ref()? {
+            Page::Mapped { map, start, .. } => {
+                let at = start + r * rs;
+                self.maps.get(*map as usize)?.bytes().get(at..at + rs)
+            }
+            Page::Pending { bytes, .. } => bytes.get(r * rs..(r + 1) * rs),
+        }
+    }
+
+    /// Like [`Ring::row`], with an error naming the table for a row that
+    /// should be there and is not.
+    pub(crate) fn row_checked(&self, slot: u64) -> Result<&[u8]> {
+        self.row(slot).ok_or_else(|| {
+            Error::invalid(format!(
+                "replay table {:?} has no row in slot {slot}",
+                self.name
+            ))
+        })
+    }
+
+    /// Appends one packed row to the fill buffer and counts it. Returns the
+    /// number of the page it completed, if it did: the ring has then moved
+    /// on to the next page, and the caller must move the completed page's
+    /// bytes out of the fill buffer before anything reads the ring.
+    pub(crate) fn push_packed(&mut self, row: &[u8]) -> Option<usize> {
+        self.push_with(|fill| fill.extend_from_slice(row))
+    }
+
+    /// [`Ring::push_packed`] of the row that `write` appends to the fill
+    /// buffer (exactly one row's bytes).
+    #[inline]
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Option<usize> {
+        write(&mut self.fill);
+        if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
+            let slot = self.total % self.opts.capacity;
+            t.set(slot as usize, leaf_value(self.max_priority, a));
+        }
+        self.total += 1;
+        if self.fill.len() < self.fill_target {
+            return None;
+        }
+        let done = self.cur;
+        self.set_cur();
+        Some(done)
+    }
+
+    /// Recomputes the page being filled from `total`.
+    fn set_cur(&mut self) {
+        self.cur = self.cur_page();
+        self.fill_target = self.rows_in_page(self.cur) as usize * self.row_size();
+    }
+
+    /// Sets the priorities of `(slot, serial)` pairs whose slot still holds
+    /// that serial; returns how many were set. `priorities` are checked.
+    pub(crate) fn update_priorities(
+        &mut self,
+        items: &[(u64, u64)],
+        priorities: &[f64],
+    ) -> Result<usize> {
+        let Some(alpha) = self.opts.alpha else {
+            return Err(Error::invalid(format!(
+                "replay table {:?} keeps no priorities",
+                self.name
+            )));
+        };
+        if items.len() != priorities.len() {
+            return Err(Error::invalid(format!(
+                "{} indices but {} priorities",
+                items.len(),
+                priorities.len()
+            )));
+        }
+        if let Some(p) = priorities.iter().find(|p| !(p.is_finite() && **p > 0.0)) {
+            return Err(Error::invalid(format!(
+                "a priority must be finite and > 0, got {p}"
+            )));
+        }
+        let mut applied = 0;
+        for (&(slot, serial), &p) in items.iter().zip(priorities) {
+            if self.serial_at(slot) != Some(serial) {
+                continue;
+            }
+            if let Some(t) = self.prio.as_mut() {
+                t.set(slot as usize, leaf_value(p, alpha));
+            }
+            self.max_priority = self.max_priority.max(p);
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// The encoded schema/options and ring counters of a snapshot.
+    pub(crate) fn meta_bytes(&self) -> Vec<u8> {
+        StoredMeta::of(&self.schema, &self.opts).encode()
+    }
+
+    pub(crate) fn ring_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&StoredRing {
+            total: self.total,
+            max_priority: self.max_priority,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Rebuilds a ring from its state in a snapshot. Every page is checked
+    /// (header against the manifest, payload crc32 once per process) and
+    /// every count against the table's geometry, so a damaged state is a
+    /// typed error, never a wrong row.
+    pub(crate) fn restore(
+        name: &str,
+        state: &ReplayTableState,
+        maps: &SegmentMaps,
+        segments: &Segments,
+    ) -> Result<Ring> {
+        let bad = |why: String| {
+            Error::corruption(
+                segments.log_dir(),
+                0,
+                format!("replay table {name:?}: {why}"),
+            )
+        };
+        let meta = StoredMeta::decode(&state.schema).map_err(&bad)?;
+        let schema = Schema::new(meta.fields.clone()).map_err(|e| bad(e.to_string()))?;
+        let opts = ReplayOptions {
+            capacity: meta.capacity,
+            page_size: meta.page_size,
+            alpha: meta.alpha,
+        };
+        opts.validate(&schema).map_err(|e| bad(e.to_string()))?;
+        let counters: StoredRing =
+            postcard::from_bytes(&state.ring).map_err(|e| bad(format!("ring state: {e}")))?;
+        if counters.total >= 1 << 62 {
+            return Err(bad("transition count out of range".into()));
+        }
+        if !(counters.max_priority.is_finite() && counters.max_priority > 0.0) {
+            return Err(bad("max priority out of range".into()));
+        }
+        // Check the sizes that decide allocations against what the
+        // manifest and the file hold before allocating anything: a damaged
+        // capacity must not become a huge allocation.
+        let n_pages = opts.capacity.div_ceil(opts.page_size);
+        if state.pages.len() as u64 != n_pages {
+            return Err(bad(format!(
+                "{} pages, the geometry needs {n_pages}",
+                state.pages.len()
+            )));
+        }
+        let side = match (&state.side, opts.alpha) {
+            (Some(e), Some(_)) => {
+                if e.kind != Kind::ReplayState
+                    || e.dtype != Some(DType::F32)
+                    || e.shape != [opts.capacity]
+                    || e.len != opts.capacity * 4
+                {
+                    return Err(bad("priorities do not fit the table".into()));
+                }
+                Some(segments.payload(maps, e, true)?)
+            }
+            (None, None) => None,
+            _ => return Err(bad("priorities present without alpha, or missing".into())),
+        };
+        let mut ring = Ring {
+            name: name.to_owned(),
+            schema,
+            opts,
+            total: counters.total,
+            maps: Vec::new(),
+            pages: (0..n_pages).map(|_| None).collect(),
+            fill: Vec::new(),
+            cur: 0,
+            fill_target: 0,
+            prio: None,
+            max_priority: counters.max_priority,
+        };
+        ring.set_cur();
+        let cur = ring.cur_page();
+        let full = ring.total >= ring.capacity();
+        let rs = ring.row_size() as u64;
+        let mut seg_map: std::collections::HashMap<u64, u32> = Default::default();
+        for (k, p) in state.pages.iter().enumerate() {
+            let needed = full || k < cur;
+            let Some(e) = p else {
+                if needed {
+                    return Err(bad(format!("page {k} is missing")));
+                }
+                continue;
+            };
+            if !needed {
+                return Err(bad(format!("page {k} is present but cannot hold rows yet")));
+            }
+            check_entry(e, Kind::ReplayPage, ring.rows_in_page(k), rs).map_err(&bad)?;
+            segments.payload(maps, e, true)?;
+            let idx = match seg_map.get(&e.at.segment) {
+                Some(&i) => i,
+                None => {
+                    let m = maps
+                        .get(&e.at.segment)
+                        .ok_or_else(|| bad(format!("page {k} is not mapped")))?;
+                    ring.maps.push(m.clone());
+                    let i = (ring.maps.len() - 1) as u32;
+                    seg_map.insert(e.at.segment, i);
+                    i
+                }
+            };
+            let start = e.at.offset + payload_offset(e);
+            ring.pages[k] = Some(Page::Mapped {
+                entry: e.clone(),
+                map: idx,
+                start: start as usize,
+            });
+        }
+        match &state.partial {
+            Some(e) => {
+                check_entry(e, Kind::ReplayPage, ring.fill_rows(), rs).map_err(&bad)?;
+                let bytes = segments.payload(maps, e, true)?;
+                ring.fill.extend_from_slice(bytes);
+            }
+            None if ring.fill_rows() > 0 => return Err(bad("the partial page is missing".into())),
+            None => {}
+        }
+        if let Some(bytes) = side {
+            let leaves: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let len = ring.len() as usize;
+            for (i, &v) in leaves.iter().enumerate() {
+                let ok = v.is_finite() && if i < len { v > 0.0 } else { v == 0.0 };
+                if !ok {
+                    return Err(bad(format!("priority of slot {i} is {v}")));
+                }
+            }
+            ring.prio = Some(SumTree::from_leaves(leaves));
+        }
+        Ok(ring)
+    }
+}
+
+/// The leaf value of priority `p`: `p^α`, kept above zero so that a tiny
+/// priority still means "occupied".
+pub(crate) fn leaf_value(p: f64, alpha: f64) -> f32 {
+    (p.powf(alpha) as f32).clamp(f32::MIN_POSITIVE, f32::MAX)
+}
+
+fn check_entry(
+    e: &EntryRef,
+    kind: Kind,
+    rows: u64,
+    row_size: u64,
+) -> std::result::Result<(), String> {
+    if e.kind != kind
+        || e.dtype != Some(DType::U8)
+        || e.shape != [rows, row_size]
+        || e.len != rows * row_size
+    {
+        return Err(format!(
+            "entry {:?} does not hold {rows} rows of {row_size} bytes",
+            e.stored_key
+        ));
+    }
+    Ok(())
+}

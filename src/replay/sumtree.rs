@@ -1,0 +1,198 @@
+//! The sum-tree behind prioritized sampling.
+//!
+//! A textbook sum-tree keeps one `f64` node per slot and per inner node:
+//! 16 bytes per transition, 16 MiB for a million. This one keeps the
+//! per-slot values (`p^α`) as `f32` leaves (4 bytes per slot) and builds the
+//! tree over **blocks** of [`BLOCK`] leaves: a sample descends the tree of
+//! block sums (`f64`) and then scans at most `BLOCK` leaves. A block's sum is
+//! recomputed from its leaves on every update rather than adjusted by a
+//! difference, and every inner node from its two children, so rounding
+//! errors never accumulate however long training runs.
+//!
+//! A second tree of block minima gives the smallest priority in the table,
+//! which normalizes importance weights. A leaf of 0 is an empty slot: never
+//! sampled, and not part of the minimum.
+
+/// Leaves per block.
+const BLOCK: usize = 64;
+
+#[derive(Clone, Debug)]
+pub(crate) struct SumTree {
+    leaves: Vec<f32>,
+    blocks: usize,
+    /// Number of tree leaves (blocks rounded up to a power of two).
+    width: usize,
+    /// `sums[1]` is the root; the children of `i` are `2i` and `2i + 1`; the
+    /// block `b` is node `width + b`.
+    sums: Vec<f64>,
+    mins: Vec<f32>,
+}
+
+impl SumTree {
+    /// A tree of `n` empty slots.
+    pub(crate) fn new(n: usize) -> SumTree {
+        let blocks = n.div_ceil(BLOCK).max(1);
+        let width = blocks.next_power_of_two();
+        SumTree {
+            leaves: vec![0.0; n],
+            blocks,
+            width,
+            sums: vec![0.0; 2 * width],
+            mins: vec![f32::INFINITY; 2 * width],
+        }
+    }
+
+    /// A tree over `leaves`, which the caller has checked to be finite and
+    /// non-negative.
+    pub(crate) fn from_leaves(leaves: Vec<f32>) -> SumTree {
+        let mut t = SumTree::new(leaves.len());
+        t.leaves = leaves;
+        for b in 0..t.blocks {
+            t.block_values(b);
+        }
+        for i in (1..t.width).rev() {
+            t.pull(i);
+        }
+        t
+    }
+
+    pub(crate) fn leaves(&self) -> &[f32] {
+        &self.leaves
+    }
+
+    pub(crate) fn get(&self, slot: usize) -> f32 {
+        self.leaves.get(slot).copied().unwrap_or(0.0)
+    }
+
+    /// Sum of all leaves.
+    pub(crate) fn total(&self) -> f64 {
+        self.sums[1]
+    }
+
+    /// Smallest non-zero leaf (infinite when all are zero).
+    pub(crate) fn min(&self) -> f32 {
+        self.mins[1]
+    }
+
+    /// Sets leaf `slot` to `value` (finite, >= 0) and updates the tree.
+    pub(crate) fn set(&mut self, slot: usize, value: f32) {
+        let Some(leaf) = self.leaves.get_mut(slot) else {
+            return;
+        };
+        *leaf = value;
+        let b = slot / BLOCK;
+        self.block_values(b);
+        let mut i = (self.width + b) / 2;
+        while i >= 1 {
+            self.pull(i);
+            i /= 2;
+        }
+    }
+
+    fn block_values(&mut self, b: usize) {
+        let lo = b * BLOCK;
+        let hi = (lo + BLOCK).min(self.leaves.len());
+        let mut sum = 0.0f64;
+        let mut min = f32::INFINITY;
+        for &v in &self.leaves[lo..hi] {
+            sum += v as f64;
+            if v > 0.0 && v < min {
+                min = v;
+            }
+        }
+        self.sums[self.width + b] = sum;
+        self.mins[self.width + b] = min;
+    }
+
+    fn pull(&mut self, i: usize) {
+        self.sums[i] = self.sums[2 * i] + self.sums[2 * i + 1];
+        self.mins[i] = self.mins[2 * i].min(self.mins[2 * i + 1]);
+    }
+
+    /// The slot where the running sum of leaves first exceeds `u`, for `u`
+    /// in `[0, total)`. Never returns a zero leaf while the total is
+    /// positive; `None` when every leaf is zero.
+    #[cfg(test)]
+    pub(crate) fn find(&self, u: f64) -> Option<usize> {
+        let mut out = [0usize];
+        self.find_many(&mut [u], &mut out).then_some(out[0])
+    }
+
+    /// [`SumTree::find`] for many values at once, into `out`. The descents
+    /// advance level by level across all values, so their cache misses
+    /// overlap instead of following one another. Returns false (and leaves
+    /// `out` alone) when every leaf is zero.
+    pub(crate) fn find_many(&self, us: &mut [f64], out: &mut [usize]) -> bool {
+        if self.total() <= 0.0 {
+            return false;
+        }
+        let mut nodes = vec![1usize; us.len()];
+        let mut width = 1;
+        while width < self.width {
+            for (i, u) in nodes.iter_mut().zip(us.iter_mut()) {
+                let left = self.sums[2 * *i];
+                let right = self.sums[2 * *i + 1];
+                // Rounding can leave `u` at or past the left sum when the
+                // right side is empty; never walk into an empty subtree.
+                // Branch-free: the direction is random, a branch on it
+                // would be mispredicted half the time.
+                let go_right = (*u >= left) & (right > 0.0);
+                *u -= if go_right { left } else { 0.0 };
+                *i = 2 * *i + go_right as usize;
+            }
+            width *= 2;
+        }
+        for ((o, &i), &u) in out.iter_mut().zip(&nodes).zip(us.iter()) {
+            *o = self.scan_block(i - self.width, u);
+        }
+        true
+    }
+
+    /// The leaf of block `b` where the running sum first exceeds `u` (the
+    /// last non-zero leaf when rounding leaves `u` past the block's sum).
+    fn scan_block(&self, b: usize, u: f64) -> usize {
+        let b = b.min(self.blocks - 1);
+        let lo = b * BLOCK;
+        let hi = (lo + BLOCK).min(self.leaves.len());
+        let mut acc = 0.0f64;
+        let mut last = lo;
+        for (j, &v) in self.leaves[lo..hi].iter().enumerate() {
+            if v > 0.0 {
+                acc += v as f64;
+                last = lo + j;
+                if u < acc {
+                    return last;
+                }
+            }
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_mins_and_find() {
+        let mut t = SumTree::new(100);
+        assert_eq!(t.find(0.0), None);
+        for i in 0..100 {
+            t.set(i, (i + 1) as f32);
+        }
+        assert_eq!(t.total(), 5050.0);
+        assert_eq!(t.min(), 1.0);
+        assert_eq!(t.find(0.0), Some(0));
+        assert_eq!(t.find(0.999), Some(0));
+        assert_eq!(t.find(1.0), Some(1));
+        assert_eq!(t.find(5049.9), Some(99));
+        // Past the end (rounding) still lands on a real leaf.
+        assert_eq!(t.find(1e9), Some(99));
+        t.set(0, 0.0);
+        assert_eq!(t.min(), 2.0);
+        assert_eq!(t.find(0.0), Some(1));
+        let u = SumTree::from_leaves(t.leaves().to_vec());
+        assert_eq!(u.total(), t.total());
+        assert_eq!(u.min(), t.min());
+    }
+}

@@ -1,0 +1,534 @@
+//! The writable replay table: pushing, moving full pages into the log, and
+//! recording the table in a step.
+//!
+//! # Where a full page goes
+//!
+//! When the page being filled is full it is appended to the log at once, as
+//! a *detached* entry: no step transaction is open (the table takes the
+//! writer with `try_lock`, and an open `StepTx` holds it), so the entry is
+//! *pinned* — this process never truncates it (`crate::mmap`, rule 5) — and
+//! the table reads it back through a map from then on. It becomes committed
+//! when a commit's manifest names it (`StepTx::put_replay`); if the process
+//! dies first, recovery cuts it off with the rest of the uncommitted tail,
+//! which is right: no snapshot refers to it.
+//!
+//! When the writer is busy (the page filled while a transaction was open,
+//! e.g. a commit running on another thread), the page is kept in memory as
+//! [`Page::Pending`] and appended at the next push that finds the writer
+//! free. If a commit records the table first, the transaction writes the
+//! pending page as one of its own entries; once a later call sees that entry
+//! below a point that can no longer be rolled back, and its bytes equal the
+//! page's, the table adopts it instead of writing the page again.
+//!
+//! **Space reclamation respects pinned pages.** A detached page is in no
+//! manifest until a commit names it, so nothing counts it as live; a
+//! compaction that deleted its segment in between would leave the next
+//! snapshot naming a page that is gone. So every detached page is recorded
+//! in the writer's pin set when appended, a published root naming it
+//! removes it, and reclamation keeps every segment holding a pinned page.
+//! A table dropped before recording its pages releases their pins.
+//!
+//! # Maps of pinned pages
+//!
+//! Pinned pages are read through maps of *windows* of the file: the window
+//! of [`WINDOW`] bytes a page starts in is (re)mapped from its start to the
+//! end of the newest page starting in it. Remapping replaces the window's
+//! map in place, so the number of maps stays proportional to the bytes the
+//! table spans, not to the number of pages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::db::{Db, Writer};
+use crate::error::{Error, Result};
+use crate::format::{EntryHeader, Kind};
+use crate::log::segment_path;
+use crate::mmap::Mapping;
+use crate::record::{EntryRef, ReplayTableState};
+use crate::txn::StepTx;
+use crate::DType;
+
+use super::ring::{payload_offset, Page, Ring};
+use super::schema::{
+    field_bytes, in_schema_order, match_fields, Field, ReplayOptions, Schema, StoredMeta,
+};
+
+/// Bytes of file one window map starts from.
+const WINDOW: u64 = 16 << 20;
+
+/// A replay table of a database opened for writing: a ring of transitions
+/// stored as pages in the log. See the [module documentation](crate::replay).
+pub struct ReplayTable<'db> {
+    db: &'db Db,
+    pub(crate) ring: Ring,
+    /// Map index of each pinned window, by (segment, window number).
+    windows: HashMap<(u64, u64), u32>,
+    /// Number of `Page::Pending` pages.
+    pending: usize,
+}
+
+/// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
+/// inline instead of through a `memcpy` call.
+#[inline]
+fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
+    match bytes.len() {
+        1 => buf.push(bytes[0]),
+        2 => buf.extend_from_slice(&<[u8; 2]>::try_from(bytes).unwrap_or_default()),
+        4 => buf.extend_from_slice(&<[u8; 4]>::try_from(bytes).unwrap_or_default()),
+        8 => buf.extend_from_slice(&<[u8; 8]>::try_from(bytes).unwrap_or_default()),
+        16 => buf.extend_from_slice(&<[u8; 16]>::try_from(bytes).unwrap_or_default()),
+        _ => buf.extend_from_slice(bytes),
+    }
+}
+
+/// The first location a rollback of the current transaction could cut.
+fn pinned_location(pinned: (u64, u64)) -> crate::format::Location {
+    crate::format::Location {
+        segment: pinned.0,
+        offset: pinned.1,
+    }
+}
+
+impl std::fmt::Debug for ReplayTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayTable")
+            .field("ring", &self.ring)
+            .field("pending_pages", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+fn page_key(table: &str, page: usize) -> String {
+    format!("replay:{table}/page/{page}")
+}
+
+impl<'db> ReplayTable<'db> {
+    pub(crate) fn open(
+        db: &'db Db,
+        name: &str,
+        schema: &Schema,
+        opts: ReplayOptions,
+        at: Option<u64>,
+    ) -> Result<ReplayTable<'db>> {
+        crate::key::validate_name("replay table", name)?;
+        if db.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        opts.validate(schema)?;
+        let step = match at {
+            Some(s) => Some(s),
+            None => db.latest_step(),
+        };
+        let snap = match step {
+            Some(s) => Some(db.snapshot(s)?),
+            None => None,
+        };
+        let ring = match snap
+            .as_ref()
+            .and_then(|s| s.manifest().replay.get(name).map(|st| (s, st)))
+        {
+            Some((snap, state)) => {
+                let want = StoredMeta::of(schema, &opts).encode();
+                if state.schema != want {
+                    let have = StoredMeta::decode(&state.schema)
+                        .map(|m| {
+                            let s = Schema::new(m.fields)
+                                .map(|s| s.to_string())
+                                .unwrap_or_default();
+                            format!(
+                                "{s} (capacity {}, page size {}, alpha {:?})",
+                                m.capacity, m.page_size, m.alpha
+                            )
+                        })
+                        .unwrap_or_else(|e| e);
+                    return Err(Error::invalid(format!(
+                        "replay table {name:?} is stored as {have}, not {schema} (capacity {}, page size {}, alpha {:?})",
+                        opts.capacity, opts.page_size, opts.alpha
+                    )));
+                }
+                Ring::restore(name, state, snap.maps(), snap.segments())?
+            }
+            None if at.is_some() => {
+                return Err(Error::NotFound {
+                    what: format!("replay table {name:?} in step {}", at.unwrap_or(0)),
+                })
+            }
+            None => Ring::empty(name, schema.clone(), opts),
+        };
+        Ok(ReplayTable {
+            db,
+            ring,
+            windows: HashMap::new(),
+            pending: 0,
+        })
+    }
+
+    /// Appends one transition. `row` gives every field of the schema once,
+    /// in any order; a missing, unknown or repeated field, a wrong dtype or a
+    /// wrong shape is an error and leaves the table unchanged.
+    pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
+        if self.pending > 0 {
+            self.flush_pending()?;
+        }
+        let full = if in_schema_order(&self.ring.schema, row) {
+            self.ring.push_with(|fill| {
+                for f in row {
+                    extend_small(fill, field_bytes(f));
+                }
+            })
+        } else {
+            let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
+            self.ring.push_with(|fill| {
+                for p in &parts {
+                    fill.extend_from_slice(p);
+                }
+            })
+        };
+        match full {
+            Some(k) => self.page_full(k),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends a batch of transitions: every field of the schema once, each
+    /// with a leading dimension of the batch size (see [`Field::rows`] and
+    /// [`Field::vector`] for a column of scalars). Checked in full before
+    /// anything is pushed.
+    pub fn push_batch(&mut self, columns: &[Field<'_>]) -> Result<()> {
+        let (parts, rows) = match_fields(&self.ring.name, &self.ring.schema, columns, true)?;
+        if self.pending > 0 {
+            self.flush_pending()?;
+        }
+        let sizes: Vec<usize> = (0..parts.len()).map(|i| self.ring.schema.size(i)).collect();
+        let mut row = vec![0u8; self.ring.row_size()];
+        for r in 0..rows {
+            let mut off = 0;
+            for (p, &size) in parts.iter().zip(&sizes) {
+                row[off..off + size].copy_from_slice(&p[r * size..(r + 1) * size]);
+                off += size;
+            }
+            if let Some(k) = self.ring.push_packed(&row) {
+                self.page_full(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one row given as packed bytes in schema order (what
+    /// [`Row::bytes`](crate::replay::Row::bytes) returns).
+    pub fn push_bytes(&mut self, row: &[u8]) -> Result<()> {
+        if row.len() != self.ring.row_size() {
+            return Err(Error::ShapeMismatch {
+                what: format!("packed row of replay table {:?}", self.ring.name),
+                expected: vec![self.ring.row_size() as u64],
+                actual: vec![row.len() as u64],
+            });
+        }
+        if self.ring.schema.fields().iter().enumerate().any(|(i, f)| {
+            f.dtype == DType::Bool && {
+                let o = self.ring.schema.offset(i);
+                row[o..o + self.ring.schema.size(i)].iter().any(|&b| b > 1)
+            }
+        }) {
+            return Err(Error::invalid(
+                "a bool field holds a byte other than 0 or 1",
+            ));
+        }
+        if self.pending > 0 {
+            self.flush_pending()?;
+        }
+        if let Some(k) = self.ring.push_packed(row) {
+            self.page_full(k)?;
+        }
+        Ok(())
+    }
+
+    /// Page `k` is full (its bytes are in the fill buffer): append it to
+    /// the log, or keep it pending when the writer is busy.
+    fn page_full(&mut self, k: usize) -> Result<()> {
+        let db = self.db;
+        match db.try_lock_writer()? {
+            Some(mut w) => {
+                let bytes = std::mem::take(&mut self.ring.fill);
+                let r = self.append_pinned(&mut w, k, &bytes);
+                let page = match r {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.set_page(
+                            k,
+                            Page::Pending {
+                                bytes: bytes.into_boxed_slice(),
+                                written: None,
+                            },
+                        );
+                        self.ring.fill = Vec::with_capacity(self.page_bytes());
+                        return Err(e);
+                    }
+                };
+                self.set_page(k, page);
+                self.ring.fill = bytes;
+                self.ring.fill.clear();
+                Ok(())
+            }
+            None => {
+                let fresh = Vec::with_capacity(self.page_bytes());
+                let bytes = std::mem::replace(&mut self.ring.fill, fresh);
+                self.set_page(
+                    k,
+                    Page::Pending {
+                        bytes: bytes.into_boxed_slice(),
+                        written: None,
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn page_bytes(&self) -> usize {
+        self.ring.opts.page_size as usize * self.ring.row_size()
+    }
+
+    fn set_page(&mut self, k: usize, page: Page) {
+        if matches!(page, Page::Pending { .. }) {
+            self.pending += 1;
+        }
+        if let Some(Page::Pending { .. }) = self.ring.pages[k].replace(page) {
+            self.pending -= 1;
+        }
+    }
+
+    /// Appends pending pages (or adopts what a transaction wrote for them)
+    /// if the writer is free; does nothing otherwise.
+    fn flush_pending(&mut self) -> Result<()> {
+        let db = self.db;
+        let Some(mut w) = db.try_lock_writer()? else {
+            return Ok(());
+        };
+        // No transaction is open: everything below the end of the log is
+        // pinned.
+        w.log.flush()?;
+        let pinned = w.log.position();
+        for k in 0..self.ring.pages.len() {
+            let Some(Page::Pending { bytes, written }) = &self.ring.pages[k] else {
+                continue;
+            };
+            let bytes = bytes.clone();
+            let adopted = match written.clone() {
+                Some(e) => self.adopt(&e, &bytes, pinned),
+                None => None,
+            };
+            let page = match adopted {
+                Some(p) => p,
+                None => self.append_pinned(&mut w, k, &bytes)?,
+            };
+            self.set_page(k, page);
+        }
+        Ok(())
+    }
+
+    /// Appends page `k` as a detached entry and maps it. The caller holds
+    /// the writer outside any transaction.
+    fn append_pinned(&mut self, w: &mut Writer, k: usize, bytes: &[u8]) -> Result<Page> {
+        let rows = self.ring.rows_in_page(k);
+        let rs = self.ring.row_size() as u64;
+        let key = page_key(&self.ring.name, k);
+        let crc = crc32fast::hash(bytes);
+        let header = EntryHeader {
+            kind: Kind::ReplayPage,
+            dtype: Some(DType::U8),
+            seq: 0,
+            payload_len: bytes.len() as u64,
+            payload_crc: crc,
+            key: key.clone(),
+            shape: vec![rows, rs],
+        };
+        let at = w.log.append(header, bytes)?;
+        w.log.flush()?;
+        w.pinned.insert(at);
+        let entry = EntryRef {
+            at,
+            kind: Kind::ReplayPage,
+            dtype: Some(DType::U8),
+            shape: vec![rows, rs],
+            len: bytes.len() as u64,
+            crc,
+            stored_key: key,
+        };
+        let (map, start) = self.map_pinned(&entry)?;
+        Ok(Page::Mapped { entry, map, start })
+    }
+
+    /// Maps the window holding `e`, which lies in pinned or committed bytes.
+    fn map_pinned(&mut self, e: &EntryRef) -> Result<(u32, usize)> {
+        let win = e.at.offset / WINDOW;
+        let win_start = win * WINDOW;
+        let end = e.at.offset + payload_offset(e) + e.len;
+        let need = end - win_start;
+        if let Some(&i) = self.windows.get(&(e.at.segment, win)) {
+            if self.ring.maps[i as usize].len() >= need {
+                return Ok((i, (e.at.offset + payload_offset(e) - win_start) as usize));
+            }
+        }
+        let path = segment_path(self.db.segments.log_dir(), e.at.segment);
+        let m = Arc::new(
+            Mapping::map_range(&path, win_start, need)
+                .map_err(|err| Error::io("mmap", &path, err))?,
+        );
+        let i = match self.windows.get(&(e.at.segment, win)) {
+            Some(&i) => {
+                self.ring.maps[i as usize] = m;
+                i
+            }
+            None => {
+                self.ring.maps.push(m);
+                let i = (self.ring.maps.len() - 1) as u32;
+                self.windows.insert((e.at.segment, win), i);
+                i
+            }
+        };
+        Ok((i, (e.at.offset + payload_offset(e) - win_start) as usize))
+    }
+
+    /// The entry a transaction wrote for a pending page, if it now lies below
+    /// `pinned` (no rollback can cut it any more) and holds exactly `bytes`.
+    fn adopt(&mut self, e: &EntryRef, bytes: &[u8], pinned: (u64, u64)) -> Option<Page> {
+        let end = e.at.offset + payload_offset(e) + e.len;
+        let below = e.at.segment < pinned.0 || (e.at.segment == pinned.0 && end <= pinned.1);
+        if !below {
+            return None;
+        }
+        let (map, start) = self.map_pinned(e).ok()?;
+        let m = &self.ring.maps[map as usize];
+        let header_at = start.checked_sub(payload_offset(e) as usize)?;
+        let header = EntryHeader::decode(m.bytes().get(header_at..)?).ok()?;
+        let same = header.kind == e.kind
+            && header.key == e.stored_key
+            && header.payload_len == e.len
+            && header.payload_crc == e.crc
+            && m.bytes().get(start..start + bytes.len()) == Some(bytes);
+        same.then(|| Page::Mapped {
+            entry: e.clone(),
+            map,
+            start,
+        })
+    }
+
+    /// Records this table's state in `tx`: what a restore of that step gives
+    /// back. Writes the partial page and the priorities (a committed
+    /// identical copy is shared instead) and any page still pending; full
+    /// pages already in the log are only referenced.
+    pub(crate) fn record(&mut self, tx: &mut StepTx<'_>) -> Result<()> {
+        if !std::ptr::eq(tx.db(), self.db) {
+            return Err(Error::invalid(format!(
+                "replay table {:?} belongs to another database",
+                self.ring.name
+            )));
+        }
+        let pinned = tx.begin_position();
+        let name = self.ring.name.clone();
+        let rs = self.ring.row_size() as u64;
+        for k in 0..self.ring.pages.len() {
+            let Some(Page::Pending { bytes, written }) = &self.ring.pages[k] else {
+                continue;
+            };
+            let bytes = bytes.clone();
+            if let Some(e) = written.clone() {
+                if let Some(p) = self.adopt(&e, &bytes, pinned) {
+                    self.set_page(k, p);
+                    continue;
+                }
+            }
+            let rows = self.ring.rows_in_page(k);
+            let e = tx.write_entry(
+                &page_key(&name, k),
+                Kind::ReplayPage,
+                Some(DType::U8),
+                vec![rows, rs],
+                &bytes,
+            )?;
+            if let Some(Page::Pending { written, .. }) = &mut self.ring.pages[k] {
+                *written = Some(e);
+            }
+        }
+        let pages: Vec<Option<EntryRef>> = self
+            .ring
+            .pages
+            .iter()
+            .map(|p| match p {
+                Some(Page::Mapped { entry, .. }) => Some(entry.clone()),
+                Some(Page::Pending { written, .. }) => written.clone(),
+                None => None,
+            })
+            .collect();
+        // Pages appended outside any transaction that no commit has named
+        // yet are this step's new bytes (unless this transaction recorded
+        // them already).
+        let committed = self.db.read_view().committed();
+        let beyond = |e: &EntryRef| match committed {
+            Some(c) => (e.at.segment, e.at.offset) >= (c.segment, c.end),
+            None => true,
+        };
+        let already: std::collections::HashSet<crate::format::Location> = tx
+            .replay
+            .get(&name)
+            .map(|st| st.pages.iter().flatten().map(|e| e.at).collect())
+            .unwrap_or_default();
+        let fresh: u64 = pages
+            .iter()
+            .flatten()
+            .filter(|e| beyond(e) && !already.contains(&e.at) && e.at < pinned_location(pinned))
+            .map(|e| e.len)
+            .sum();
+        tx.count_new_bytes(fresh);
+        let partial = if self.ring.fill_rows() > 0 {
+            Some(tx.write_entry(
+                &format!("replay:{name}/partial"),
+                Kind::ReplayPage,
+                Some(DType::U8),
+                vec![self.ring.fill_rows(), rs],
+                &self.ring.fill,
+            )?)
+        } else {
+            None
+        };
+        let side = match &self.ring.prio {
+            Some(t) => {
+                let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
+                Some(tx.write_entry(
+                    &format!("replay:{name}/priorities"),
+                    Kind::ReplayState,
+                    Some(DType::F32),
+                    vec![self.ring.capacity()],
+                    &bytes,
+                )?)
+            }
+            None => None,
+        };
+        let state = ReplayTableState {
+            schema: self.ring.meta_bytes(),
+            pages,
+            partial,
+            side,
+            ring: self.ring.ring_bytes(),
+        };
+        tx.replay.insert(name, state);
+        Ok(())
+    }
+}
+
+impl Drop for ReplayTable<'_> {
+    /// Releases the pins of pages this table appended that no root names:
+    /// nothing will name them now. When the writer is busy (a transaction
+    /// is open) the pins stay until the database is closed, which only
+    /// delays reclaiming their segments.
+    fn drop(&mut self) {
+        if let Ok(Some(mut w)) = self.db.try_lock_writer() {
+            for page in self.ring.pages.iter().flatten() {
+                if let Page::Mapped { entry, .. } = page {
+                    w.pinned.remove(&entry.at);
+                }
+            }
+        }
+    }
+}
