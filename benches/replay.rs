@@ -35,7 +35,7 @@ fn transition(i: u64) -> Transition {
         action: (i % 2) as i64,
         reward: 1.0,
         next_obs: [x, x, x, x],
-        terminated: i % 200 == 0,
+        terminated: i.is_multiple_of(200),
         truncated: false,
     }
 }
