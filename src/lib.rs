@@ -38,6 +38,8 @@ mod db;
 mod dtype;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod log;
 mod mmap;

@@ -133,7 +133,16 @@ fn failed_fsync_is_not_retried() {
     let mut tx = db.begin_step(1).unwrap();
     tx.put_blob("a", b"first").unwrap();
     let err = tx.commit().unwrap_err();
-    assert!(matches!(err, Error::Io { op: "fdatasync", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                op: "fdatasync",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(fs.failed());
     // The fault was one-shot: a retry would now succeed and wrongly report
     // durability. The writer must refuse instead.
