@@ -4,7 +4,7 @@
 //! after the last acknowledged commit or after the one in flight — nothing
 //! else. Then crash again during that recovery and check again.
 //!
-//! `CKPTDB_CRASH_SEEDS` sets the number of seeds (default 3).
+//! `CKPTDB_CRASH_SEEDS` sets the number of seeds (default 6).
 
 mod common;
 
@@ -22,7 +22,7 @@ fn seeds() -> u64 {
     std::env::var("CKPTDB_CRASH_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(6)
 }
 
 fn options(storage: Arc<dyn Storage>) -> DbOptions {
