@@ -23,6 +23,11 @@
 //!   issued but not synced), the storage "loses power", and every later
 //!   operation fails with `EIO`. [`FaultStorage::crash`] does the same on
 //!   demand.
+//! * [`Fault::Kill`]: the process dies at operation N (`kill -9`): later
+//!   operations fail, the files keep what was written, and
+//!   [`FaultStorage::next_process`] gives the next process a storage that
+//!   still knows what was never synced, so a power loss after the restart
+//!   can take it away.
 //!
 //! # What a crash leaves
 //!
@@ -103,6 +108,15 @@ pub enum Fault {
         /// Seed of the choices made for unsynced writes.
         seed: u64,
     },
+    /// The process is killed at operation `at` (1-based), which does not
+    /// happen: every later operation fails, the files keep everything
+    /// written (the operating system has it), and what was not synced is
+    /// still not durable. [`FaultStorage::next_process`] continues from
+    /// there.
+    Kill {
+        /// The operation number.
+        at: u64,
+    },
 }
 
 /// One unsynced change to a file.
@@ -112,7 +126,7 @@ enum Pending {
     SetLen(u64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Tracked {
     /// Contents as of the last `sync_data`.
     durable: Vec<u8>,
@@ -186,6 +200,31 @@ impl FaultStorage {
         self.lock().failed
     }
 
+    /// Kills the process now (see [`Fault::Kill`]): every later operation
+    /// fails; the files are left as they are.
+    pub fn kill(&self) {
+        self.lock().crashed = true;
+    }
+
+    /// A storage for the process that runs after this one was killed: it
+    /// knows which bytes are durable and which are only in the operating
+    /// system's cache, so a later [`FaultStorage::crash`] (a power loss) can
+    /// still lose what was never synced — also bytes the killed process
+    /// wrote. Operations are counted from zero again.
+    pub fn next_process(&self, fault: Fault) -> FaultStorage {
+        let old = self.lock();
+        FaultStorage {
+            state: Arc::new(Mutex::new(State {
+                fault,
+                ops: 0,
+                crashed: false,
+                failed: false,
+                files: old.files.clone(),
+                undurable_names: old.undurable_names.clone(),
+            })),
+        }
+    }
+
     /// Crashes now with `seed`: rewrites every touched file to a possible
     /// post-crash state and fails every later operation. Does nothing if the
     /// storage already crashed.
@@ -237,6 +276,14 @@ impl State {
             Fault::Crash { at, seed } => {
                 if self.ops == at {
                     Ok(Gate::Crash(seed))
+                } else {
+                    Ok(Gate::Run)
+                }
+            }
+            Fault::Kill { at } => {
+                if self.ops == at {
+                    self.crashed = true;
+                    Err(crashed_error())
                 } else {
                     Ok(Gate::Run)
                 }
