@@ -177,7 +177,7 @@ fn flip_each(
             f,
             &f.path,
             &format!("{what} byte {off} of segment {id}"),
-            off % 3 == 0,
+            off.is_multiple_of(3),
         );
         n += 1;
     }

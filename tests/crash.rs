@@ -145,7 +145,7 @@ fn crash_case(actions: &[Action], n: u64, seed: u64) -> bool {
             drop(db);
         }
         check_state(&copy, &acked, in_flight.as_ref(), &case2);
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             check_writable(&copy, &case2);
         }
     }

@@ -276,7 +276,7 @@ pub fn workload(commits: u64) -> Vec<Action> {
     let big = tensor_of(999, DType::F32, &[256, 260]); // > 256 KiB: direct write
     for i in 0..commits {
         let step = 10 * (i + 1);
-        let parent = if i % 5 == 0 {
+        let parent = if i.is_multiple_of(5) {
             None
         } else {
             model.steps.keys().next_back().copied()
@@ -292,13 +292,13 @@ pub fn workload(commits: u64) -> Vec<Action> {
             .push(("policy/b".into(), tensor_of(i / 3, DType::BF16, &[8])));
         spec.puts
             .push(("opt/count".into(), tensor_of(i % 4, DType::I64, &[3])));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             spec.puts
                 .push(("mask".into(), tensor_of(i, DType::Bool, &[5])));
             spec.puts
                 .push(("opt/m".into(), tensor_of(i * 7, DType::F16, &[2, 3])));
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             spec.puts
                 .push(("rng".into(), Val::blob(bytes_of(1000 + i, 40 + i as usize))));
             spec.puts.push((
