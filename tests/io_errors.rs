@@ -159,3 +159,44 @@ fn failed_fsync_is_not_retried() {
         other => panic!("unexpected steps {other:?}"),
     }
 }
+
+#[test]
+fn failed_recovery_leaves_the_database_recoverable() {
+    // Crash states whose recovery has work to do (cut a torn tail, remove
+    // segments of an unfinished transaction); fail each operation of that
+    // recovery; the open fails with the injected error and a later clean
+    // open still recovers.
+    let actions = workload(12);
+    let mut cases = 0;
+    for at in (20..80).step_by(7) {
+        let tmp = scratch_dir();
+        let path = tmp.path().join("run.ckpt");
+        let fs = FaultStorage::new(Fault::Crash { at, seed: at });
+        let (acked, in_flight) = {
+            let db = Db::open_with(&path, options(fs.shared())).unwrap();
+            let (acked, in_flight, _) = run_until_failure(&db, &actions);
+            (acked, in_flight)
+        };
+        let crashed = tmp.path().join("crashed");
+        common::copy_dir(&path, &crashed);
+        let counter = FaultStorage::new(Fault::None);
+        drop(Db::open_with(&path, options(counter.shared())).unwrap());
+        let recovery_ops = counter.ops();
+        for m in 1..=recovery_ops {
+            let copy = tmp.path().join(format!("r{m}"));
+            common::copy_dir(&crashed, &copy);
+            let fs = FaultStorage::new(Fault::Fail {
+                at: m,
+                error: IoFault::Eio,
+                persistent: false,
+            });
+            let e = Db::open_with(&copy, options(fs.shared())).unwrap_err();
+            assert_eq!(errno(&e), Some(5), "recovery op {m}: {e}");
+            let db = Db::open(&copy).unwrap();
+            let got = read_model(&db).unwrap();
+            assert!(got == acked || Some(&got) == in_flight.as_ref());
+            cases += 1;
+        }
+    }
+    assert!(cases > 10);
+}
