@@ -316,3 +316,58 @@ fn verify_names_the_damaged_entry() {
     // Untouched entries still read.
     assert!(snap.raw_bytes("opt/count").is_ok());
 }
+
+#[test]
+fn damaged_catalog_is_rebuilt_or_refused_never_trusted() {
+    // index.redb is derived from the log. Damage in it must never change
+    // what the database shows: the writer either rebuilds it or refuses to
+    // open with a typed error.
+    let f = fixture();
+    let clean = std::fs::read(f.path.join("index.redb")).unwrap();
+    let want = {
+        let db = Db::open_read_only(&f.path).unwrap();
+        common::read_model(&db).unwrap()
+    };
+    let step = (clean.len() / 300).max(1);
+    let mut tried = 0;
+    let mut refused = 0;
+    for off in (0..clean.len()).step_by(step) {
+        let tmp = scratch_dir();
+        let path = tmp.path().join("db");
+        copy_dir(&f.path, &path);
+        let mut bytes = clean.clone();
+        bytes[off] ^= 0xff;
+        std::fs::write(path.join("index.redb"), &bytes).unwrap();
+        match Db::open(&path) {
+            Ok(db) => {
+                assert_eq!(common::read_model(&db).unwrap(), want, "catalog byte {off}");
+                // Dedup consults the catalog: a new commit must still be
+                // exact, and so must what it inherits.
+                let next = db.last_committed_step().unwrap() + 1;
+                let mut tx = db.begin_step_from_latest(next).unwrap();
+                tx.put_tensor_raw("policy/w", ckptdb::DType::U8, &[3], &[1, 2, 3])
+                    .unwrap();
+                let b = &want.steps.values().next_back().unwrap().entries["policy/b"];
+                tx.put_tensor_raw("again", b.dtype.unwrap(), &b.shape, &b.bytes)
+                    .unwrap();
+                tx.commit().unwrap();
+                drop(db);
+                let db = Db::open(&path).unwrap();
+                let snap = db.snapshot(next).unwrap();
+                assert_eq!(snap.raw_bytes("policy/w").unwrap(), &[1, 2, 3]);
+                assert_eq!(snap.raw_bytes("again").unwrap(), &b.bytes[..]);
+                assert_eq!(snap.raw_bytes("policy/b").unwrap(), &b.bytes[..]);
+            }
+            Err(e) => {
+                assert!(
+                    typed(&e) || matches!(e, Error::Catalog(_)),
+                    "catalog byte {off}: {e}"
+                );
+                refused += 1;
+            }
+        }
+        tried += 1;
+    }
+    eprintln!("{tried} catalog bytes flipped, {refused} refused");
+    assert!(tried > 200);
+}
