@@ -87,6 +87,13 @@ fn write_seeds() {
     two.extend_from_slice(&s1);
     write("segment_open", "two-segments", &two);
     write("segment_open", "torn-tail", &s0[..s0.len() - 70]);
+    // Regression: a run of new segments whose headers were all lost.
+    let mut torn = s0.clone();
+    torn.extend_from_slice(&[0xFF, 0x00, 0xFF, 0x00]);
+    torn.extend_from_slice(&[0u8; 64]);
+    torn.extend_from_slice(&[0xFF, 0x00, 0xFF, 0x00]);
+    torn.extend_from_slice(b"CKPTSEG\0 torn");
+    write("segment_open", "torn-segment-headers", &torn);
     write("segment_open", "header-only", &s0[..64]);
 
     write("entry_decode", "segment-header", &s0[..64]);
