@@ -308,7 +308,7 @@ fn kill_restart_commit_then_power_loss() {
         assert!(failure.is_none());
     }
     let total = fs.ops();
-    let seeds = seeds().min(2);
+    let seeds = (seeds() / 2).max(1);
     for seed in 0..seeds {
         for n in 1..=total {
             kill_then_power_loss_case(&actions, n, seed);
