@@ -1,7 +1,6 @@
 #![no_main]
 
 // Each target uses part of the shared harness.
-#[allow(dead_code)]
 #[path = "../../tests/common/mod.rs"]
 mod common;
 #[allow(dead_code)]
