@@ -105,8 +105,9 @@ fn check_writable(path: &Path, case: &str) {
     }
 }
 
-/// Returns whether the in-flight commit survived the first crash.
-fn crash_case(actions: &[Action], n: u64, seed: u64) -> bool {
+/// Returns whether the in-flight commit survived the first crash, and how
+/// many crashes during recovery were tried.
+fn crash_case(actions: &[Action], n: u64, seed: u64) -> (bool, u64) {
     let case = format!("crash at op {n}, seed {seed}");
     let tmp = common::scratch_dir();
     let path = tmp.path().join("run.ckpt");
@@ -133,23 +134,35 @@ fn crash_case(actions: &[Action], n: u64, seed: u64) -> bool {
     }
     let (recovery_ops, kept) = check_state(&path, &acked, in_flight.as_ref(), &case);
 
-    // Crash again, during the recovery of the same crash state.
+    // Crash again, during the recovery of the same crash state: at every
+    // operation of that recovery for seed 0, at one chosen by the case for
+    // the others.
+    let mut second = 0;
     if copy.exists() {
-        let m = 1 + (choice >> 1) % recovery_ops.max(1);
-        let case2 = format!("{case}, then at recovery op {m}");
-        let fs2 = FaultStorage::new(Fault::Crash {
-            at: m,
-            seed: choice,
-        });
-        if let Ok(db) = Db::open_with(&copy, options(fs2.shared())) {
-            drop(db);
-        }
-        check_state(&copy, &acked, in_flight.as_ref(), &case2);
-        if n.is_multiple_of(7) {
-            check_writable(&copy, &case2);
+        let points: Vec<u64> = if seed == 0 {
+            (1..=recovery_ops).collect()
+        } else {
+            vec![1 + (choice >> 1) % recovery_ops.max(1)]
+        };
+        for m in points {
+            second += 1;
+            let case2 = format!("{case}, then at recovery op {m}");
+            let again = tmp.path().join(format!("again-{m}.ckpt"));
+            copy_dir(&copy, &again);
+            let fs2 = FaultStorage::new(Fault::Crash {
+                at: m,
+                seed: choice ^ m,
+            });
+            if let Ok(db) = Db::open_with(&again, options(fs2.shared())) {
+                drop(db);
+            }
+            check_state(&again, &acked, in_flight.as_ref(), &case2);
+            if n.is_multiple_of(7) {
+                check_writable(&again, &case2);
+            }
         }
     }
-    kept
+    (kept, second)
 }
 
 #[test]
@@ -186,13 +199,17 @@ fn crash_at_every_operation_recovers_acked_or_in_flight() {
     assert!(total > 60, "only {total} operations");
     let seeds = seeds();
     let mut kept = 0;
+    let mut second = 0;
     for seed in 0..seeds {
         for n in 1..=total {
-            kept += crash_case(&actions, n, seed) as u64;
+            let (k, s) = crash_case(&actions, n, seed);
+            kept += k as u64;
+            second += s;
         }
     }
     eprintln!(
-        "crash sweep: {total} crash points x {seeds} seeds; the in-flight commit survived {kept} times"
+        "crash sweep: {total} crash points x {seeds} seeds, {second} crashes during recovery; \
+         the in-flight commit survived {kept} times"
     );
     // Both outcomes of a crash during a commit happen.
     assert!(kept > 0 && kept < total * seeds);
