@@ -44,7 +44,38 @@
 //!    on a crash it is applied or not, at its place in program order.
 //!
 //! A file created since the last `sync_dir` of its directory may vanish
-//! altogether. Every choice comes from a seed, so a failing case replays.
+//! altogether. Files the storage never opened (older, sealed segments) are
+//! left as they are: an earlier process made them durable. Every choice
+//! comes from a seed, so a failing case replays. The catalog `index.redb`
+//! does its own I/O outside the seam; it is derived data, and crash tests
+//! delete it or keep it at random.
+//!
+//! # Example
+//!
+//! ```
+//! use ckptdb::storage::fault::{Fault, FaultStorage};
+//! use ckptdb::{Db, DbOptions};
+//!
+//! # fn main() -> ckptdb::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("run.ckpt");
+//! let fs = FaultStorage::new(Fault::None);
+//! let db = Db::open_with(&path, DbOptions::default().storage(fs.shared()))?;
+//! let mut tx = db.begin_step(1)?;
+//! tx.put_blob("a", b"acknowledged")?;
+//! tx.commit()?;
+//! let mut tx = db.begin_step(2)?;
+//! tx.put_blob("b", b"in flight")?;
+//! fs.crash(7).unwrap(); // the power goes before step 2 commits
+//! assert!(tx.commit().is_err());
+//! drop(db);
+//!
+//! let db = Db::open(&path)?; // recovery, on the real file system
+//! assert_eq!(db.steps(), [1]);
+//! assert_eq!(db.snapshot(1)?.blob("a")?, b"acknowledged");
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Simplifications, on purpose: removals (`remove_file`) are durable at once
 //! (a removed file never reappears — bringing one back is possible on real
