@@ -67,11 +67,13 @@ pub(crate) struct ContentIndex(redb::ReadOnlyMultimapTable<(u64, u32), Loc>);
 impl ContentIndex {
     /// Locations of live entries with this payload length and crc32.
     pub(crate) fn get(&self, len: u64, crc: u32) -> Result<Vec<Location>> {
-        let mut out = Vec::new();
-        for v in self.0.get((len, crc))? {
-            out.push(unloc(v?.value()));
-        }
-        Ok(out)
+        guarded("content", || {
+            let mut out = Vec::new();
+            for v in self.0.get((len, crc))? {
+                out.push(unloc(v?.value()));
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -84,17 +86,17 @@ pub(crate) struct StepChange<'a> {
 
 #[derive(Debug)]
 pub(crate) struct Catalog {
-    db: Database,
+    db: GuardedDatabase,
     path: PathBuf,
     since_durable: u32,
 }
 
 impl Catalog {
     /// Opens (or creates) the catalog file.
-    pub(crate) fn open(path: &Path) -> Result<Catalog> {
+    fn open_unguarded(path: &Path) -> Result<Catalog> {
         let db = Database::create(path)?;
         let cat = Catalog {
-            db,
+            db: GuardedDatabase(Some(db)),
             path: path.to_owned(),
             since_durable: 0,
         };
@@ -126,7 +128,7 @@ impl Catalog {
         Catalog::open(path)
     }
 
-    pub(crate) fn root(&self) -> Result<Option<CatalogRoot>> {
+    fn root_unguarded(&self) -> Result<Option<CatalogRoot>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(META)?;
         Ok(t.get("root")?.map(|g| {
@@ -142,7 +144,7 @@ impl Catalog {
     }
 
     /// Live steps and their manifest locations, as the catalog knows them.
-    pub(crate) fn steps(&self) -> Result<BTreeMap<u64, Location>> {
+    fn steps_unguarded(&self) -> Result<BTreeMap<u64, Location>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(STEPS)?;
         let mut out = BTreeMap::new();
@@ -154,7 +156,7 @@ impl Catalog {
     }
 
     /// Applies one root: steps that left the live set and steps that joined.
-    pub(crate) fn apply(
+    fn apply_unguarded(
         &mut self,
         root: CatalogRoot,
         removed: &[StepChange<'_>],
@@ -222,13 +224,13 @@ impl Catalog {
 
     /// A read view of the dedup index, to be held for a whole transaction
     /// (one redb read transaction instead of one per put).
-    pub(crate) fn content_index(&self) -> Result<ContentIndex> {
+    fn content_index_unguarded(&self) -> Result<ContentIndex> {
         let tx = self.db.begin_read()?;
         Ok(ContentIndex(tx.open_multimap_table(CONTENT)?))
     }
 
     /// `(step, entry location)` for every live step holding `key`, ascending.
-    pub(crate) fn history(&self, key: &str) -> Result<Vec<(u64, Location)>> {
+    fn history_unguarded(&self, key: &str) -> Result<Vec<(u64, Location)>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(HISTORY)?;
         let mut out = Vec::new();
@@ -240,8 +242,7 @@ impl Catalog {
     }
 
     /// Live payload bytes per segment.
-    #[allow(dead_code)] // for space reclamation and replay tables
-    pub(crate) fn segment_live_bytes(&self) -> Result<BTreeMap<u64, u64>> {
+    fn segment_live_bytes_unguarded(&self) -> Result<BTreeMap<u64, u64>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SEGMENTS)?;
         let mut out = BTreeMap::new();
@@ -254,10 +255,97 @@ impl Catalog {
 
     /// Makes the catalog durable (on close, so the next open has nothing to
     /// catch up).
-    pub(crate) fn persist(&mut self) -> Result<()> {
+    fn persist_unguarded(&mut self) -> Result<()> {
         let tx = self.db.begin_write()?;
         tx.commit()?;
         self.since_durable = 0;
         Ok(())
+    }
+}
+
+/// Runs a catalog operation, turning a panic inside redb into an error.
+///
+/// redb trusts the bytes of its own file: some damage (a flipped byte in a
+/// stored key, found by the corruption tests) makes it panic while decoding
+/// instead of returning an error. The catalog is derived data, so damage to
+/// it must cost a rebuild, never the process: every entry point below goes
+/// through here, and the callers already answer a catalog error by
+/// rebuilding or by doing without the catalog. (The panic message still
+/// reaches the panic hook.) New entry points follow the same pattern.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(crate::Error::Catalog(Box::new(redb::Error::Corrupted(
+            format!("the catalog panicked during {what}; it will be rebuilt"),
+        )))),
+    }
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog file.
+    pub(crate) fn open(path: &Path) -> Result<Catalog> {
+        guarded("open", || Catalog::open_unguarded(path))
+    }
+
+    pub(crate) fn root(&self) -> Result<Option<CatalogRoot>> {
+        guarded("root", || self.root_unguarded())
+    }
+
+    /// Live steps and their manifest locations, as the catalog knows them.
+    pub(crate) fn steps(&self) -> Result<BTreeMap<u64, Location>> {
+        guarded("steps", || self.steps_unguarded())
+    }
+
+    /// Records a new root: steps removed from and added to the live set.
+    pub(crate) fn apply(
+        &mut self,
+        root: CatalogRoot,
+        removed: &[StepChange<'_>],
+        added: &[StepChange<'_>],
+    ) -> Result<()> {
+        guarded("apply", || self.apply_unguarded(root, removed, added))
+    }
+
+    /// A read view of the dedup index, to be held for a whole transaction.
+    pub(crate) fn content_index(&self) -> Result<ContentIndex> {
+        guarded("content_index", || self.content_index_unguarded())
+    }
+
+    /// `(step, entry location)` for every live step holding `key`, ascending.
+    pub(crate) fn history(&self, key: &str) -> Result<Vec<(u64, Location)>> {
+        guarded("history", || self.history_unguarded(key))
+    }
+
+    /// Live payload bytes per segment.
+    pub(crate) fn segment_live_bytes(&self) -> Result<BTreeMap<u64, u64>> {
+        guarded("segment_live_bytes", || self.segment_live_bytes_unguarded())
+    }
+
+    /// Makes the catalog durable.
+    pub(crate) fn persist(&mut self) -> Result<()> {
+        guarded("persist", || self.persist_unguarded())
+    }
+}
+
+/// A redb database whose drop cannot take the process down: redb writes on
+/// close and can panic there on a damaged file, like anywhere else.
+#[derive(Debug)]
+struct GuardedDatabase(Option<Database>);
+
+impl std::ops::Deref for GuardedDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Always `Some` until `drop`.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("catalog used after drop"))
+    }
+}
+
+impl Drop for GuardedDatabase {
+    fn drop(&mut self) {
+        let db = self.0.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
     }
 }

@@ -216,6 +216,22 @@ impl Db {
                 let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
                 if f.len().map_err(|e| Error::io("stat", &p, e))? > r.end {
                     f.set_len(r.end).map_err(|e| Error::io("truncate", &p, e))?;
+                }
+                // The root may so far live only in the operating system's
+                // cache: the last writer was killed after writing it but
+                // before its fsync returned. New commits will build on it, so
+                // make it and every segment its step wrote to durable first
+                // (a later fsync of the active segment would not cover an
+                // older one).
+                f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+                let first = r.record.prev_root.map_or(0, |l| l.segment);
+                for &id in rec
+                    .segments
+                    .iter()
+                    .filter(|&&id| id >= first && id < r.at.segment)
+                {
+                    let p = segment_path(&log_dir, id);
+                    let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
                     f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
                     changed = true;
                 }

@@ -41,6 +41,8 @@ mod db;
 mod dtype;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 pub mod interop;
 mod key;

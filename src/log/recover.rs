@@ -64,6 +64,8 @@ pub(crate) fn find_root(
 ) -> Result<Recovered> {
     let segments = list_segments(log_dir)?;
     let mut candidate: Option<FoundRoot> = None;
+    // True while every segment newer than the one at hand had a torn header.
+    let mut torn_tail = true;
     for &id in segments.iter().rev() {
         if let Some(h) = hint {
             if id < h.segment {
@@ -85,14 +87,17 @@ pub(crate) fn find_root(
             // A bad header on the newest segment: it was being created when
             // the writer stopped. The header is synced with the segment's
             // first commit, so a segment whose header is lost holds nothing
-            // that was acknowledged.
+            // that was acknowledged. One transaction can roll through several
+            // segments before its only sync, so this holds for every segment
+            // of a run of torn headers at the end of the log.
             Err(
                 SegmentHeaderError::Short
                 | SegmentHeaderError::Checksum
                 | SegmentHeaderError::BadMagic,
-            ) if Some(&id) == segments.last() => continue,
+            ) if torn_tail => continue,
             Err(e) => return Err(Error::corruption(&path, 0, e.to_string())),
         };
+        torn_tail = false;
         if header.id != id {
             return Err(Error::corruption(
                 &path,

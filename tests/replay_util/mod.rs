@@ -32,8 +32,8 @@ pub fn transition(i: u64) -> Transition {
         action: i as i64 * 3 - 7,
         reward: x * 0.5,
         next_obs: [x + 1.0, x + 1.25, x + 1.5, x + 1.75],
-        terminated: i % 7 == 0,
-        truncated: i % 11 == 0,
+        terminated: i.is_multiple_of(7),
+        truncated: i.is_multiple_of(11),
     }
 }
 
