@@ -37,10 +37,16 @@ fn command(db: &Path) -> Command {
     c
 }
 
-fn final_snapshot(db: &Path) -> (u64, common::StepDump) {
+/// The final step, its entries and metrics, and its replay table's rows.
+fn final_snapshot(db: &Path) -> (u64, common::StepDump, (u64, Vec<Vec<u8>>)) {
     let db = Db::open_read_only(db).unwrap();
     let step = db.latest_step().unwrap();
-    (step, common::dump(&db).remove(&step).unwrap())
+    let replay = db.snapshot(step).unwrap().replay("replay").unwrap();
+    let rows = (0..replay.len())
+        .map(|i| replay.get(i).unwrap().bytes().to_vec())
+        .collect();
+    let table = (replay.total_inserted(), rows);
+    (step, common::dump(&db).remove(&step).unwrap(), table)
 }
 
 #[test]
@@ -48,8 +54,9 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean.ckpt");
     assert!(command(&clean).status().unwrap().success());
-    let (clean_step, clean_snap) = final_snapshot(&clean);
+    let (clean_step, clean_snap, clean_table) = final_snapshot(&clean);
     assert_eq!(clean_step, 6000);
+    assert_eq!(clean_table.0, 6000, "one transition per step");
 
     let killed = dir.path().join("killed.ckpt");
     let mut kills = 0;
@@ -71,7 +78,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         "the run finished too fast to be killed ({kills} kills)"
     );
     assert!(command(&killed).status().unwrap().success());
-    let (step, snap) = final_snapshot(&killed);
+    let (step, snap, table) = final_snapshot(&killed);
     assert_eq!(step, clean_step);
     assert_eq!(
         snap.entries.keys().collect::<Vec<_>>(),
@@ -83,4 +90,6 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         assert!(bytes == b2, "{key} differs after {kills} kills");
     }
     assert_eq!(snap.metrics, clean_snap.metrics);
+    assert_eq!(table.0, clean_table.0);
+    assert!(table.1 == clean_table.1, "replay tables differ");
 }

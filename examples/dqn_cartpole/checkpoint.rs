@@ -5,29 +5,32 @@
 //! | `online/l{i}.weight`, `.bias` | online network                      |
 //! | `target/l{i}.weight`, `.bias` | target network                      |
 //! | `adam/m/…`, `adam/v/…`      | Adam moments, shaped like the network |
-//! | `replay/{obs,action,…}`     | replay buffer columns                 |
+//! | replay table `replay`       | the replay buffer, as ring pages      |
 //! | `state`                     | counters, episode in progress, seed   |
 //! | `rng`                       | the training random generator         |
 //!
-//! Metrics `eval_return` and `loss`. Saving goes through the trainer layer:
-//! the training thread only copies the snapshot, a background thread writes
-//! and syncs it, and retention (the newest three steps and the best one by
-//! `eval_return`) is applied atomically with each commit.
+//! Metrics `eval_return` and `loss`. Saving goes through the trainer layer,
+//! which applies retention (the newest three steps and the best one by
+//! `eval_return`) atomically with each commit and reclaims the space of
+//! dropped steps. Full replay pages are already in the file when a save
+//! starts, so a save writes the networks, the partial page and a few values.
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
-use ckptdb::trainer::{CheckpointManager, CheckpointOptions, MetricMode, PendingStep};
+use ckptdb::replay::ReplayTable;
+use ckptdb::trainer::{CheckpointManager, CheckpointOptions, MetricMode};
+use ckptdb::StepTx;
 use ckptdb::{Db, DbOptions, Snapshot};
-use ndarray::{Array1, Array2, Ix1, Ix2};
+use ndarray::{Ix1, Ix2};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Config};
 use crate::cartpole::CartPole;
 use crate::mlp::{Adam, Mlp};
-use crate::replay::Replay;
+use crate::replay;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -62,7 +65,6 @@ struct State {
     seed: u64,
     counters: Counters,
     env: CartPole,
-    replay_head: usize,
     adam_t: u64,
 }
 
@@ -72,7 +74,7 @@ pub struct Run {
     seed: u64,
 }
 
-fn put_mlp(tx: &mut PendingStep, prefix: &str, m: &Mlp) -> ckptdb::Result<()> {
+fn put_mlp(tx: &mut StepTx<'_>, prefix: &str, m: &Mlp) -> ckptdb::Result<()> {
     for l in 0..m.layers() {
         tx.put_tensor(&format!("{prefix}/l{l}.weight"), &m.weights[l])?;
         tx.put_tensor(&format!("{prefix}/l{l}.bias"), &m.biases[l])?;
@@ -94,14 +96,6 @@ fn get_mlp(s: &Snapshot, prefix: &str, layers: usize) -> Result<Mlp, Error> {
         biases.push(b.into_dimensionality::<Ix1>()?);
     }
     Ok(Mlp { weights, biases })
-}
-
-fn rows(v: &[[f32; 4]]) -> Array2<f32> {
-    Array2::from_shape_fn((v.len(), 4), |(i, j)| v[i][j])
-}
-
-fn unrows(a: Array2<f32>) -> Vec<[f32; 4]> {
-    a.outer_iter().map(|r| [r[0], r[1], r[2], r[3]]).collect()
 }
 
 impl Run {
@@ -135,6 +129,14 @@ impl Run {
         self.manager.flush()
     }
 
+    /// The replay table, as the newest snapshot recorded it (empty for a
+    /// new run).
+    pub fn replay_table(&self, capacity: u64) -> ckptdb::Result<ReplayTable<'_>> {
+        self.manager
+            .db()
+            .replay_table(replay::TABLE, &replay::schema()?, replay::options(capacity))
+    }
+
     /// Best `eval_return` among the live steps (0 when there is none).
     pub fn best_eval(&self) -> f64 {
         self.manager
@@ -150,7 +152,7 @@ impl Run {
     pub fn restore(
         &self,
         cfg: &Config,
-    ) -> Result<Option<(Agent, Replay, Pcg64Mcg, CartPole, Counters)>, Error> {
+    ) -> Result<Option<(Agent, Pcg64Mcg, CartPole, Counters)>, Error> {
         let Some(s) = self.manager.restore_latest()? else {
             return Ok(None);
         };
@@ -171,21 +173,6 @@ impl Run {
             v: get_mlp(&s, "adam/v", layers)?,
             t: state.adam_t,
         };
-        let mut replay = Replay::new(cfg.capacity as usize);
-        replay.obs = unrows(
-            s.tensor("replay/obs")?
-                .to_owned::<f32>()?
-                .into_dimensionality()?,
-        );
-        replay.next_obs = unrows(
-            s.tensor("replay/next_obs")?
-                .to_owned::<f32>()?
-                .into_dimensionality()?,
-        );
-        replay.action = s.tensor("replay/action")?.as_slice::<i64>()?.to_vec();
-        replay.reward = s.tensor("replay/reward")?.as_slice::<f32>()?.to_vec();
-        replay.terminated = s.tensor("replay/terminated")?.as_slice::<bool>()?.to_vec();
-        replay.head = state.replay_head;
         let rng: Pcg64Mcg = s.value("rng")?;
         let agent = Agent {
             cfg: cfg.clone(),
@@ -193,15 +180,15 @@ impl Run {
             target,
             adam,
         };
-        Ok(Some((agent, replay, rng, state.env, state.counters)))
+        Ok(Some((agent, rng, state.env, state.counters)))
     }
 
-    /// Hands a copy of the run's state to a background commit and returns.
+    /// Commits the run's state as step `c.step`; durable when this returns.
     #[allow(clippy::too_many_arguments)]
     pub fn save(
         &self,
         agent: &Agent,
-        replay: &Replay,
+        table: &mut ReplayTable<'_>,
         rng: &Pcg64Mcg,
         env: &CartPole,
         c: &Counters,
@@ -210,31 +197,26 @@ impl Run {
     ) -> ckptdb::Result<()> {
         let mut counters = c.clone();
         counters.checkpoints += 1;
-        let mut p = PendingStep::new();
-        put_mlp(&mut p, "online", &agent.online)?;
-        put_mlp(&mut p, "target", &agent.target)?;
-        put_mlp(&mut p, "adam/m", &agent.adam.m)?;
-        put_mlp(&mut p, "adam/v", &agent.adam.v)?;
-        p.put_tensor_owned("replay/obs", rows(&replay.obs))?;
-        p.put_tensor_owned("replay/next_obs", rows(&replay.next_obs))?;
-        p.put_tensor_owned("replay/action", Array1::from(replay.action.clone()))?;
-        p.put_tensor_owned("replay/reward", Array1::from(replay.reward.clone()))?;
-        p.put_tensor_owned("replay/terminated", Array1::from(replay.terminated.clone()))?;
-        p.put_value(
-            "state",
-            &State {
-                seed: self.seed,
-                counters,
-                env: env.clone(),
-                replay_head: replay.head,
-                adam_t: agent.adam.t,
-            },
-        )?;
-        p.put_value("rng", rng)?;
-        p.put_metric("eval_return", eval)?;
-        if loss.is_finite() {
-            p.put_metric("loss", f64::from(loss))?;
-        }
-        self.manager.save_async(c.step, p)
+        let state = State {
+            seed: self.seed,
+            counters,
+            env: env.clone(),
+            adam_t: agent.adam.t,
+        };
+        self.manager.save(c.step, |tx| {
+            put_mlp(tx, "online", &agent.online)?;
+            put_mlp(tx, "target", &agent.target)?;
+            put_mlp(tx, "adam/m", &agent.adam.m)?;
+            put_mlp(tx, "adam/v", &agent.adam.v)?;
+            tx.put_replay(table)?;
+            tx.put_value("state", &state)?;
+            tx.put_value("rng", rng)?;
+            tx.put_metric("eval_return", eval)?;
+            if loss.is_finite() {
+                tx.put_metric("loss", f64::from(loss))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 }

@@ -28,7 +28,6 @@ use rand_pcg::Pcg64Mcg;
 use agent::{Agent, Config};
 use cartpole::CartPole;
 use checkpoint::{Counters, Run};
-use replay::Replay;
 
 #[derive(Parser, Debug)]
 #[command(about = "Double DQN on CartPole, checkpointed into ckptdb")]
@@ -81,21 +80,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let cfg = Config::default();
     let run = Run::open(&args.db, args.seed, args.save_every)?;
-    let (mut agent, mut replay, mut rng, mut env, mut c) = match run.restore(&cfg)? {
+    let (mut agent, mut rng, mut env, mut c) = match run.restore(&cfg)? {
         Some(state) => state,
         None => {
             let mut rng = Pcg64Mcg::seed_from_u64(args.seed);
             let agent = Agent::new(cfg.clone(), &mut rng);
             let env = CartPole::reset(&mut rng);
-            (
-                agent,
-                Replay::new(cfg.capacity as usize),
-                rng,
-                env,
-                Counters::default(),
-            )
+            (agent, rng, env, Counters::default())
         }
     };
+    let mut table = run.replay_table(cfg.capacity)?;
     let resumed_from = c.step;
 
     let bar = if args.quiet {
@@ -117,13 +111,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let action = agent.act(obs, c.step, &mut rng);
         let out = env.step(action);
         c.episode_return += f64::from(out.reward);
-        replay.push(
+        replay::push(
+            &mut table,
             obs,
             action as i64,
             out.reward,
             env.observation(),
             out.terminated,
-        );
+        )?;
         if out.terminated || out.truncated {
             c.episode += 1;
             c.push_return(c.episode_return);
@@ -131,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             env = CartPole::reset(&mut rng);
         }
         if c.step > cfg.warmup {
-            let batch = replay.sample(cfg.batch, &mut rng);
+            let batch = replay::sample(&table, cfg.batch, &mut rng)?;
             loss = agent.train(&batch);
         }
         if c.step % cfg.target_sync == 0 {
@@ -140,7 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if run.should_save(c.step) || c.step == args.steps {
             let eval = evaluate(&agent, args.seed, c.step, 10);
             best_eval = best_eval.max(eval);
-            run.save(&agent, &replay, &rng, &env, &c, eval, loss)?;
+            run.save(&agent, &mut table, &rng, &env, &c, eval, loss)?;
             c.checkpoints += 1;
         }
         if c.step % 250 == 0 {
@@ -154,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
         }
     }
+    drop(table);
     run.flush()?;
     bar.finish_and_clear();
 

@@ -1,74 +1,57 @@
-//! The replay buffer: a ring of transitions, uniform sampling.
+//! The replay buffer is a ckptdb replay table: transitions go into pages in
+//! the database file as they are pushed, every checkpoint records the table,
+//! and a restored run samples exactly the transitions it had.
 
-use ndarray::{Array1, Array2};
-use rand::{Rng, RngExt};
+use ckptdb::replay::{Field, ReplayOptions, ReplayTable, Schema};
+use ndarray::{Ix1, Ix2};
+use rand::Rng;
 
 use crate::agent::Batch;
 
-/// A ring buffer of transitions, stored column by column so a checkpoint
-/// writes each column as one tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Replay {
-    pub obs: Vec<[f32; 4]>,
-    pub action: Vec<i64>,
-    pub reward: Vec<f32>,
-    pub next_obs: Vec<[f32; 4]>,
-    pub terminated: Vec<bool>,
-    /// Next slot to write.
-    pub head: usize,
-    capacity: usize,
+/// The table's name in the database.
+pub const TABLE: &str = "replay";
+/// Rows per page: a page of CartPole transitions is about 45 KiB.
+const PAGE_ROWS: u64 = 1024;
+
+pub fn schema() -> ckptdb::Result<Schema> {
+    Schema::parse("obs: f32[4], action: i64[], reward: f32[], next_obs: f32[4], terminated: bool[]")
 }
 
-impl Replay {
-    pub fn new(capacity: usize) -> Replay {
-        Replay {
-            obs: Vec::with_capacity(capacity),
-            action: Vec::with_capacity(capacity),
-            reward: Vec::with_capacity(capacity),
-            next_obs: Vec::with_capacity(capacity),
-            terminated: Vec::with_capacity(capacity),
-            head: 0,
-            capacity,
-        }
-    }
+pub fn options(capacity: u64) -> ReplayOptions {
+    ReplayOptions::new(capacity, PAGE_ROWS)
+}
 
-    pub fn len(&self) -> usize {
-        self.obs.len()
-    }
+pub fn push(
+    table: &mut ReplayTable<'_>,
+    obs: [f32; 4],
+    action: i64,
+    reward: f32,
+    next_obs: [f32; 4],
+    terminated: bool,
+) -> ckptdb::Result<()> {
+    table.push(&[
+        Field::vector("obs", &obs),
+        Field::scalar("action", &action),
+        Field::scalar("reward", &reward),
+        Field::vector("next_obs", &next_obs),
+        Field::scalar("terminated", &terminated),
+    ])
+}
 
-    pub fn push(
-        &mut self,
-        obs: [f32; 4],
-        action: i64,
-        reward: f32,
-        next_obs: [f32; 4],
-        terminated: bool,
-    ) {
-        if self.len() < self.capacity {
-            self.obs.push(obs);
-            self.action.push(action);
-            self.reward.push(reward);
-            self.next_obs.push(next_obs);
-            self.terminated.push(terminated);
-        } else {
-            let h = self.head;
-            self.obs[h] = obs;
-            self.action[h] = action;
-            self.reward[h] = reward;
-            self.next_obs[h] = next_obs;
-            self.terminated[h] = terminated;
-        }
-        self.head = (self.head + 1) % self.capacity;
-    }
-
-    pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Batch {
-        let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..self.len())).collect();
-        Batch {
-            obs: Array2::from_shape_fn((n, 4), |(i, j)| self.obs[idx[i]][j]),
-            action: Array1::from_shape_fn(n, |i| self.action[idx[i]]),
-            reward: Array1::from_shape_fn(n, |i| self.reward[idx[i]]),
-            next_obs: Array2::from_shape_fn((n, 4), |(i, j)| self.next_obs[idx[i]][j]),
-            terminated: Array1::from_shape_fn(n, |i| self.terminated[idx[i]]),
-        }
-    }
+/// A uniform batch, read straight from the table's mapped pages.
+pub fn sample(
+    table: &ReplayTable<'_>,
+    n: usize,
+    rng: &mut impl Rng,
+) -> Result<Batch, Box<dyn std::error::Error>> {
+    let b = table.sample_uniform(rng, n)?;
+    Ok(Batch {
+        obs: b.array::<f32>("obs")?.into_dimensionality::<Ix2>()?,
+        action: b.array::<i64>("action")?.into_dimensionality::<Ix1>()?,
+        reward: b.array::<f32>("reward")?.into_dimensionality::<Ix1>()?,
+        next_obs: b.array::<f32>("next_obs")?.into_dimensionality::<Ix2>()?,
+        terminated: b
+            .array::<bool>("terminated")?
+            .into_dimensionality::<Ix1>()?,
+    })
 }
