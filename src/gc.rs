@@ -46,7 +46,7 @@ use std::sync::Arc;
 use crate::catalog::{CatalogRoot, StepChange};
 use crate::db::{Db, Writer};
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Kind, Location, MAX_RECORD_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{EntryHeader, Kind, Location, SEGMENT_HEADER_LEN};
 use crate::log::recover::{find_root, Recovered, Validate};
 use crate::log::segment_path;
 use crate::record::{EntryRef, Manifest};
@@ -300,22 +300,7 @@ impl Db {
             if !changed && !sparse.contains(&at.segment) {
                 continue;
             }
-            let payload = m2.encode();
-            if payload.len() as u64 > MAX_RECORD_LEN {
-                return Err(Error::invalid(format!(
-                    "manifest of step {step} over the size limit"
-                )));
-            }
-            let header = EntryHeader {
-                kind: Kind::Manifest,
-                dtype: None,
-                seq: 0,
-                payload_len: payload.len() as u64,
-                payload_crc: crc32fast::hash(&payload),
-                key: String::new(),
-                shape: Vec::new(),
-            };
-            let new_at = w.log.append(header, &payload)?;
+            let new_at = w.log.append_record(Kind::Manifest, &m2.encode())?;
             relocated.insert(*step, (new_at, m2));
         }
         w.log.sync()?;

@@ -22,9 +22,7 @@ use crate::catalog::{CatalogRoot, ContentIndex, StepChange};
 use crate::db::{prune_manifests, Db, Writer};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::format::{
-    entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK, MAX_RECORD_LEN,
-};
+use crate::format::{entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
 use crate::key::{validate_key, validate_name};
 use crate::log::read::CommittedEnd;
 use crate::log::write::Mark;
@@ -56,6 +54,38 @@ impl std::fmt::Debug for StepTx<'_> {
             .field("entries", &self.entries.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Checks that `bytes` can be a tensor of `dtype` and `shape`: rank within
+/// the limit, element count and byte length without overflow and equal to
+/// the bytes given, every bool byte 0 or 1.
+pub(crate) fn check_tensor_bytes(
+    key: &str,
+    dtype: DType,
+    shape: &[u64],
+    bytes: &[u8],
+) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::invalid(format!(
+            "rank {} over the limit {MAX_RANK}",
+            shape.len()
+        )));
+    }
+    let expected = element_count(shape)?
+        .checked_mul(dtype.size() as u64)
+        .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
+    if expected != bytes.len() as u64 {
+        return Err(Error::invalid(format!(
+            "{key:?}: shape {shape:?} of {dtype} needs {expected} bytes, got {}",
+            bytes.len()
+        )));
+    }
+    if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
+        return Err(Error::invalid(format!(
+            "{key:?}: bool tensor holds a byte other than 0 or 1"
+        )));
+    }
+    Ok(())
 }
 
 /// Number of elements of `shape`, checking for overflow.
@@ -148,26 +178,7 @@ impl<'db> StepTx<'db> {
         shape: &[u64],
         bytes: &[u8],
     ) -> Result<()> {
-        if shape.len() > MAX_RANK {
-            return Err(Error::invalid(format!(
-                "rank {} over the limit {MAX_RANK}",
-                shape.len()
-            )));
-        }
-        let expected = element_count(shape)?
-            .checked_mul(dtype.size() as u64)
-            .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
-        if expected != bytes.len() as u64 {
-            return Err(Error::invalid(format!(
-                "{key:?}: shape {shape:?} of {dtype} needs {expected} bytes, got {}",
-                bytes.len()
-            )));
-        }
-        if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
-            return Err(Error::invalid(format!(
-                "{key:?}: bool tensor holds a byte other than 0 or 1"
-            )));
-        }
+        check_tensor_bytes(key, dtype, shape, bytes)?;
         self.put_entry(key, Kind::Tensor, Some(dtype), shape.to_vec(), bytes)
     }
 
@@ -480,19 +491,7 @@ pub(crate) fn publish(
     };
     edit(&mut record);
     let payload = record.encode();
-    if payload.len() as u64 > MAX_RECORD_LEN {
-        return Err(Error::invalid("commit record over the size limit"));
-    }
-    let header = EntryHeader {
-        kind: Kind::Commit,
-        dtype: None,
-        seq: 0,
-        payload_len: payload.len() as u64,
-        payload_crc: crc32fast::hash(&payload),
-        key: String::new(),
-        shape: Vec::new(),
-    };
-    let at = w.log.append(header, &payload)?;
+    let at = w.log.append_record(Kind::Commit, &payload)?;
     w.log.sync()?;
     w.log.set_last_root(at);
     let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use super::segment_path;
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Location, SegmentHeader, ALIGN, SEGMENT_HEADER_LEN};
+use crate::format::{
+    EntryHeader, Kind, Location, SegmentHeader, ALIGN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
+};
 use crate::storage::{Storage, StorageFile};
 
 /// Payloads at least this large bypass the buffer.
@@ -248,6 +250,28 @@ impl LogWriter {
             self.flush_buf()?;
         }
         Ok(at)
+    }
+
+    /// Appends a commit record or manifest: an entry with an empty key whose
+    /// payload is a postcard record, checked against the record size limit.
+    pub(crate) fn append_record(&mut self, kind: Kind, payload: &[u8]) -> Result<Location> {
+        if payload.len() as u64 > MAX_RECORD_LEN {
+            return Err(Error::invalid(format!(
+                "{} record of {} bytes over the size limit",
+                kind.name(),
+                payload.len()
+            )));
+        }
+        let header = EntryHeader {
+            kind,
+            dtype: None,
+            seq: 0,
+            payload_len: payload.len() as u64,
+            payload_crc: crc32fast::hash(payload),
+            key: String::new(),
+            shape: Vec::new(),
+        };
+        self.append(header, payload)
     }
 
     /// Makes everything appended so far durable.

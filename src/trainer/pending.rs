@@ -18,7 +18,7 @@ use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::format::MAX_RANK;
 use crate::key::{validate_key, validate_name};
-use crate::txn::{element_count, StepTx};
+use crate::txn::{check_tensor_bytes, StepTx};
 
 /// Bytes owned in whatever container they arrived in.
 trait OwnedBytes: Send {
@@ -171,26 +171,7 @@ impl PendingStep {
         bytes: Vec<u8>,
     ) -> Result<()> {
         validate_key(key)?;
-        if shape.len() > MAX_RANK {
-            return Err(Error::invalid(format!(
-                "rank {} over the limit {MAX_RANK}",
-                shape.len()
-            )));
-        }
-        let expected = element_count(shape)?
-            .checked_mul(dtype.size() as u64)
-            .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
-        if expected != bytes.len() as u64 {
-            return Err(Error::invalid(format!(
-                "{key:?}: shape {shape:?} of {dtype} needs {expected} bytes, got {}",
-                bytes.len()
-            )));
-        }
-        if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
-            return Err(Error::invalid(format!(
-                "{key:?}: bool tensor holds a byte other than 0 or 1"
-            )));
-        }
+        check_tensor_bytes(key, dtype, shape, &bytes)?;
         self.push(
             key,
             Item::Tensor {
