@@ -148,6 +148,12 @@ impl Db {
     /// Opens the database at `path` for writing, creating it when the path
     /// does not exist. Recovers from a crash: the newest valid commit is
     /// found, torn bytes after it are cut off, and the catalog is caught up.
+    ///
+    /// The writer holds an advisory lock (`flock`) on `LOCK` until it is
+    /// dropped; a second writer gets [`Error::Locked`]. The lock belongs to
+    /// the open file, which a child process started with `fork` shares: a
+    /// child that does not `exec` at once (a forked worker pool) keeps the
+    /// database locked after this handle is dropped, until the child exits.
     pub fn open(path: impl AsRef<Path>) -> Result<Db> {
         Db::open_with(path, DbOptions::default())
     }
@@ -405,9 +411,16 @@ impl Db {
 
     /// A snapshot of the newest live step, or `None` for an empty database.
     pub fn latest(&self) -> Result<Option<Snapshot>> {
-        match self.latest_step() {
-            Some(s) => self.snapshot(s).map(Some),
-            None => Ok(None),
+        loop {
+            let Some(step) = self.latest_step() else {
+                return Ok(None);
+            };
+            match self.snapshot(step) {
+                // Another thread's commit dropped the step between the two
+                // reads (retention); the new newest step is the answer.
+                Err(Error::StepNotFound { .. }) if self.latest_step() != Some(step) => continue,
+                r => return r.map(Some),
+            }
         }
     }
 
