@@ -93,10 +93,13 @@ impl View {
 pub(crate) struct Writer {
     pub log: LogWriter,
     pub catalog: Option<Catalog>,
-    /// Entries appended outside any transaction (full replay pages) that no
-    /// durable root names yet. Nothing counts them as live, so space
-    /// reclamation must keep their segments; a root naming one unpins it.
-    pub pinned: std::collections::BTreeSet<Location>,
+    /// Entries an open replay table references (its full pages), with the
+    /// number of tables holding each. Space reclamation neither deletes nor
+    /// moves a segment holding one: a table records its pages by location at
+    /// its next commit, so they must stay where the table knows them to be,
+    /// whether or not a root names them yet. Tables add and release their
+    /// pins (`crate::replay`).
+    pub pinned: std::collections::BTreeMap<Location, u32>,
     _lock: File,
 }
 

@@ -36,8 +36,9 @@
 //! [`Db`] whose root names a deleted segment moves to the newer root and
 //! retries (see [`Db::snapshot`]). Never deleted: the active segment, the
 //! segment holding the current root, the one holding the root before it
-//! (recovery may fall back to that one), and any segment holding a replay
-//! page that was appended outside a transaction and that no root names yet.
+//! (recovery may fall back to that one), and any segment holding a page an
+//! open replay table references (a table records its pages by location, so
+//! they must not move under it, named by a root yet or not).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -129,14 +130,13 @@ impl Db {
             };
             (root.at.segment, root.record.prev_root.map(|p| p.segment))
         };
-        // Also never touched: segments holding pages a replay table appended
-        // that no root names yet (they become live at the table's next
-        // commit; see `Writer::pinned`).
+        // Also never touched: segments holding pages an open replay table
+        // references (it records them by location; see `Writer::pinned`).
         let protected: BTreeSet<u64> = [Some(w.log.active_segment()), Some(root_segment)]
             .into_iter()
             .chain([prev_segment])
             .flatten()
-            .chain(w.pinned.iter().map(|l| l.segment))
+            .chain(w.pinned.keys().map(|l| l.segment))
             .collect();
         if use_catalog {
             if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {

@@ -135,6 +135,11 @@ impl<'db> StepTx<'db> {
         self.step
     }
 
+    /// The writer this transaction holds.
+    pub(crate) fn writer_mut(&mut self) -> &mut Writer {
+        &mut self.w
+    }
+
     /// Puts raw bytes under `key`.
     pub fn put_blob(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
         self.put_entry(key, Kind::Blob, None, Vec::new(), bytes)
@@ -496,11 +501,6 @@ pub(crate) fn publish(
     w.log.set_last_root(at);
     let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
     let root = FoundRoot { at, end, record };
-    if let Some(m) = &root.record.step {
-        for e in m.entry_refs() {
-            w.pinned.remove(&e.at);
-        }
-    }
     {
         let mut view = db.write_view();
         if let Some(m) = &root.record.step {

@@ -65,6 +65,8 @@ pub struct ReplayTable<'db> {
     windows: HashMap<(u64, u64), u32>,
     /// Number of `Page::Pending` pages.
     pending: usize,
+    /// The locations this table holds in the writer's pin set.
+    pins: std::collections::BTreeSet<crate::format::Location>,
 }
 
 /// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
@@ -155,12 +157,22 @@ impl<'db> ReplayTable<'db> {
             }
             None => Ring::empty(name, schema.clone(), opts),
         };
-        Ok(ReplayTable {
+        let mut table = ReplayTable {
             db,
             ring,
             windows: HashMap::new(),
             pending: 0,
-        })
+            pins: Default::default(),
+        };
+        // Pin the recorded pages now, so no reclamation moves them before
+        // this table records them again. A transaction holding the writer
+        // (on this thread or another) defers that to the next push or
+        // record; a page moved in between is still found by
+        // `follow_relocations`.
+        if let Some(mut w) = db.try_lock_writer()? {
+            table.sync_pins(&mut w);
+        }
+        Ok(table)
     }
 
     /// Appends one transition. `row` gives every field of the schema once,
@@ -345,7 +357,9 @@ impl<'db> ReplayTable<'db> {
         };
         let at = w.log.append(header, bytes)?;
         w.log.flush()?;
-        w.pinned.insert(at);
+        if self.pins.insert(at) {
+            *w.pinned.entry(at).or_default() += 1;
+        }
         let entry = EntryRef {
             at,
             kind: Kind::ReplayPage,
@@ -414,6 +428,72 @@ impl<'db> ReplayTable<'db> {
         })
     }
 
+    /// Makes this table's pins exactly the pages it references now: pins
+    /// the new ones, releases those it no longer holds.
+    fn sync_pins(&mut self, w: &mut Writer) {
+        let now: std::collections::BTreeSet<crate::format::Location> = self
+            .ring
+            .pages
+            .iter()
+            .filter_map(|p| match p {
+                Some(Page::Mapped { entry, .. }) => Some(entry.at),
+                Some(Page::Pending { written, .. }) => written.as_ref().map(|e| e.at),
+                None => None,
+            })
+            .collect();
+        let gone: Vec<_> = self.pins.difference(&now).copied().collect();
+        for at in now.difference(&self.pins) {
+            *w.pinned.entry(*at).or_default() += 1;
+        }
+        unpin_all(w, gone);
+        self.pins = now;
+    }
+
+    /// Space reclamation may have copied recorded pages forward while this
+    /// table did not pin them (it was opened while a transaction held the
+    /// writer): the live manifests were relocated, the table's own
+    /// references were not. A page whose reference in the newest
+    /// live manifest holding this table names the same stored entry (key,
+    /// kind, shape, length and crc) at another location has moved; record
+    /// the new location and adopt it. Reads keep using the old map, whose
+    /// bytes stay valid after the file is unlinked. Pages no root names yet
+    /// are pinned and never move, so they cannot be stale.
+    fn follow_relocations(
+        &mut self,
+        name: &str,
+        mut pages: Vec<Option<EntryRef>>,
+    ) -> Result<Vec<Option<EntryRef>>> {
+        let mut recorded = None;
+        for step in self.db.steps().into_iter().rev() {
+            let (_, m) = self.db.manifest(step)?;
+            if let Some(state) = m.replay.get(name) {
+                recorded = Some(state.pages.clone());
+                break;
+            }
+        }
+        let Some(recorded) = recorded else {
+            return Ok(pages);
+        };
+        for (k, page) in pages.iter_mut().enumerate() {
+            let (Some(mine), Some(Some(theirs))) = (page.as_ref(), recorded.get(k)) else {
+                continue;
+            };
+            let same_entry = theirs.at != mine.at
+                && theirs.stored_key == mine.stored_key
+                && theirs.kind == mine.kind
+                && theirs.shape == mine.shape
+                && theirs.len == mine.len
+                && theirs.crc == mine.crc;
+            if same_entry {
+                *page = Some(theirs.clone());
+                if let Some(Page::Mapped { entry, .. }) = &mut self.ring.pages[k] {
+                    *entry = theirs.clone();
+                }
+            }
+        }
+        Ok(pages)
+    }
+
     /// Records this table's state in `tx`: what a restore of that step gives
     /// back. Writes the partial page and the priorities (a committed
     /// identical copy is shared instead) and any page still pending; full
@@ -461,6 +541,8 @@ impl<'db> ReplayTable<'db> {
                 None => None,
             })
             .collect();
+        let pages = self.follow_relocations(&name, pages)?;
+        self.sync_pins(tx.writer_mut());
         // Pages appended outside any transaction that no commit has named
         // yet are this step's new bytes (unless this transaction recorded
         // them already).
@@ -518,16 +600,23 @@ impl<'db> ReplayTable<'db> {
 }
 
 impl Drop for ReplayTable<'_> {
-    /// Releases the pins of pages this table appended that no root names:
-    /// nothing will name them now. When the writer is busy (a transaction
-    /// is open) the pins stay until the database is closed, which only
-    /// delays reclaiming their segments.
+    /// Releases this table's pins. When the writer is busy (a transaction
+    /// is open) they stay until the database is closed, which only delays
+    /// reclaiming their segments.
     fn drop(&mut self) {
         if let Ok(Some(mut w)) = self.db.try_lock_writer() {
-            for page in self.ring.pages.iter().flatten() {
-                if let Page::Mapped { entry, .. } = page {
-                    w.pinned.remove(&entry.at);
-                }
+            let pins = std::mem::take(&mut self.pins);
+            unpin_all(&mut w, pins);
+        }
+    }
+}
+
+fn unpin_all(w: &mut Writer, pins: impl IntoIterator<Item = crate::format::Location>) {
+    for at in pins {
+        if let std::collections::btree_map::Entry::Occupied(mut o) = w.pinned.entry(at) {
+            *o.get_mut() -= 1;
+            if *o.get() == 0 {
+                o.remove();
             }
         }
     }
