@@ -40,6 +40,9 @@ fn command(db: &Path) -> Command {
 /// The final step, its entries and metrics, and its replay table's rows.
 fn final_snapshot(db: &Path) -> (u64, common::StepDump, (u64, Vec<Vec<u8>>)) {
     let db = Db::open_read_only(db).unwrap();
+    let report = db.verify_all(&mut |_, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.steps >= 2, "retention keeps the newest and the best");
     let step = db.latest_step().unwrap();
     let replay = db.snapshot(step).unwrap().replay("replay").unwrap();
     let rows = (0..replay.len())

@@ -99,14 +99,14 @@ fn get_mlp(s: &Snapshot, prefix: &str, layers: usize) -> Result<Mlp, Error> {
 }
 
 impl Run {
-    pub fn open(path: &Path, seed: u64, save_every: u64) -> ckptdb::Result<Run> {
+    pub fn open(path: &Path, seed: u64, save_every: u64, segment_size: u64) -> ckptdb::Result<Run> {
         let options = CheckpointOptions::new()
             .save_every_steps(save_every)
             .keep_last(3)
             .keep_best("eval_return", 1, MetricMode::Max);
         // Small segments: retention frees disk as soon as a segment holds
         // nothing live (a snapshot of this run is about 2.4 MiB).
-        let db = Db::open_with(path, DbOptions::default().segment_size(16 << 20))?;
+        let db = Db::open_with(path, DbOptions::default().segment_size(segment_size))?;
         Ok(Run {
             manager: CheckpointManager::new(Arc::new(db), options),
             seed,

@@ -47,6 +47,10 @@ struct Args {
     /// Delete the database and start over.
     #[arg(long)]
     fresh: bool,
+    /// Size of the database's segment files, in MiB: space of dropped
+    /// snapshots comes back a segment at a time.
+    #[arg(long, default_value_t = 16)]
+    segment_mib: u64,
     /// No progress bar (for logs and tests).
     #[arg(long)]
     quiet: bool,
@@ -79,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(parent)?;
     }
     let cfg = Config::default();
-    let run = Run::open(&args.db, args.seed, args.save_every)?;
+    let run = Run::open(&args.db, args.seed, args.save_every, args.segment_mib << 20)?;
     let (mut agent, mut rng, mut env, mut c) = match run.restore(&cfg)? {
         Some(state) => state,
         None => {
