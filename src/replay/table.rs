@@ -231,15 +231,20 @@ impl<'db> ReplayTable<'db> {
         if self.pending > 0 {
             self.flush_pending()?;
         }
-        let sizes: Vec<usize> = (0..parts.len()).map(|i| self.ring.schema.size(i)).collect();
-        let mut row = vec![0u8; self.ring.row_size()];
-        for r in 0..rows {
-            let mut off = 0;
-            for (p, &size) in parts.iter().zip(&sizes) {
-                row[off..off + size].copy_from_slice(&p[r * size..(r + 1) * size]);
-                off += size;
-            }
-            if let Some(k) = self.ring.push_packed(&row) {
+        // Each column split into its rows once; a row is then written
+        // straight into the fill buffer, field by field.
+        let mut columns: Vec<std::slice::ChunksExact<'_, u8>> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.chunks_exact(self.ring.schema.size(i).max(1)))
+            .collect();
+        for _ in 0..rows {
+            let full = self.ring.push_with(|fill| {
+                for c in columns.iter_mut() {
+                    extend_small(fill, c.next().unwrap_or_default());
+                }
+            });
+            if let Some(k) = full {
                 self.page_full(k)?;
             }
         }
