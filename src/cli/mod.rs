@@ -79,6 +79,7 @@ mod history;
 mod import;
 mod ls;
 mod progress;
+mod replay;
 mod select;
 mod show;
 mod stats;
@@ -205,6 +206,20 @@ enum Command {
         #[arg(long)]
         from_latest: bool,
     },
+    /// Replay tables of a step: schema, capacity, length, total inserted;
+    /// with TABLE, that table and its newest rows.
+    Replay {
+        /// The database directory.
+        db: PathBuf,
+        /// One table to show with its rows (default: list every table).
+        table: Option<String>,
+        /// The step (default `latest`).
+        #[arg(long, default_value = "latest")]
+        step: Selector,
+        /// How many of the newest rows to print.
+        #[arg(long, default_value_t = 5)]
+        sample: u64,
+    },
     /// Reclaim space now; prints the log's size before and after.
     Compact {
         /// The database directory.
@@ -275,6 +290,12 @@ fn run(cli: Cli) -> Result<Output> {
             from_latest,
         } => import::run(&db, &file, step, prefix, from_latest),
         Command::Compact { db, threshold } => compact::run(&db, threshold),
+        Command::Replay {
+            db,
+            table,
+            step,
+            sample,
+        } => replay::run(&open_read_only(&db)?, &step, table.as_deref(), sample),
     }
 }
 

@@ -34,6 +34,11 @@ pub(crate) enum Page {
         map: u32,
         start: usize,
     },
+    /// Appended to the log (and pinned) but not mapped yet: the bytes are
+    /// still the page's own buffer. Mapping every page as it is appended
+    /// costs a remap of its window per page (five system calls); the
+    /// writable table instead maps a few of these at once (see `table.rs`).
+    Held { entry: EntryRef, bytes: Vec<u8> },
     /// Not yet readable through a map: it filled while the writer was busy
     /// (a step transaction was open). `written` is the entry a transaction
     /// wrote it as, which is adopted once it is known to be permanent.
@@ -166,6 +171,7 @@ impl Ring {
                 self.maps.get(*map as usize)?.bytes().get(at..at + rs)
             }
             Page::Pending { bytes, .. } => bytes.get(r * rs..(r + 1) * rs),
+            Page::Held { bytes, .. } => bytes.get(r * rs..(r + 1) * rs),
         }
     }
 

@@ -30,6 +30,15 @@
 //!
 //! # Maps of pinned pages
 //!
+//! A page just appended stays readable from its own buffer
+//! ([`Page::Held`]) until the held pages reach [`HELD_BYTES`]; then they
+//! are mapped together, newest first, so that one remap of a window covers
+//! all of them, and their buffers are reused for the pages that follow.
+//! Remapping a window per page costs five system calls (open, stat, mmap,
+//! munmap, close) per page — a sizeable part of a push when pages are a few
+//! hundred KiB — while holding ~1 MiB costs no extra copy: the buffer moves
+//! from the fill slot to the page.
+//!
 //! Pinned pages are read through maps of *windows* of the file: the window
 //! of [`WINDOW`] bytes a page starts in is (re)mapped from its start to the
 //! end of the newest page starting in it. Remapping replaces the window's
@@ -56,6 +65,10 @@ use super::schema::{
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
 
+/// Bytes of appended pages kept in their buffers before they are mapped
+/// together (and of spare buffers kept for reuse).
+const HELD_BYTES: usize = 1 << 20;
+
 /// A replay table of a database opened for writing: a ring of transitions
 /// stored as pages in the log. See the [module documentation](crate::replay).
 pub struct ReplayTable<'db> {
@@ -67,6 +80,16 @@ pub struct ReplayTable<'db> {
     pending: usize,
     /// The locations this table holds in the writer's pin set.
     pins: std::collections::BTreeSet<crate::format::Location>,
+    /// Pages that were `Page::Held` when appended, oldest first (a page
+    /// overwritten since may be listed twice or be held no more).
+    held: Vec<usize>,
+    /// Bytes of the pages in `held`.
+    held_bytes: usize,
+    /// Buffers of pages mapped since, reused as fill buffers.
+    spare: Vec<Vec<u8>>,
+    /// Byte ranges of the bool fields in a packed row (checked by
+    /// [`ReplayTable::push_bytes`]).
+    bool_ranges: Box<[(usize, usize)]>,
 }
 
 /// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
@@ -157,12 +180,21 @@ impl<'db> ReplayTable<'db> {
             }
             None => Ring::empty(name, schema.clone(), opts),
         };
+        let sch = &ring.schema;
+        let bool_ranges = (0..sch.fields().len())
+            .filter(|&i| sch.fields()[i].dtype == DType::Bool)
+            .map(|i| (sch.offset(i), sch.offset(i) + sch.size(i)))
+            .collect();
         let mut table = ReplayTable {
             db,
             ring,
             windows: HashMap::new(),
             pending: 0,
             pins: Default::default(),
+            held: Vec::new(),
+            held_bytes: 0,
+            spare: Vec::new(),
+            bool_ranges,
         };
         // Pin the recorded pages now, so no reclamation moves them before
         // this table records them again. A transaction holding the writer
@@ -211,15 +243,20 @@ impl<'db> ReplayTable<'db> {
         if self.pending > 0 {
             self.flush_pending()?;
         }
-        let sizes: Vec<usize> = (0..parts.len()).map(|i| self.ring.schema.size(i)).collect();
-        let mut row = vec![0u8; self.ring.row_size()];
-        for r in 0..rows {
-            let mut off = 0;
-            for (p, &size) in parts.iter().zip(&sizes) {
-                row[off..off + size].copy_from_slice(&p[r * size..(r + 1) * size]);
-                off += size;
-            }
-            if let Some(k) = self.ring.push_packed(&row) {
+        // Each column split into its rows once; a row is then written
+        // straight into the fill buffer, field by field.
+        let mut columns: Vec<std::slice::ChunksExact<'_, u8>> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.chunks_exact(self.ring.schema.size(i).max(1)))
+            .collect();
+        for _ in 0..rows {
+            let full = self.ring.push_with(|fill| {
+                for c in columns.iter_mut() {
+                    extend_small(fill, c.next().unwrap_or_default());
+                }
+            });
+            if let Some(k) = full {
                 self.page_full(k)?;
             }
         }
@@ -236,12 +273,11 @@ impl<'db> ReplayTable<'db> {
                 actual: vec![row.len() as u64],
             });
         }
-        if self.ring.schema.fields().iter().enumerate().any(|(i, f)| {
-            f.dtype == DType::Bool && {
-                let o = self.ring.schema.offset(i);
-                row[o..o + self.ring.schema.size(i)].iter().any(|&b| b > 1)
-            }
-        }) {
+        if self
+            .bool_ranges
+            .iter()
+            .any(|&(a, b)| row.get(a..b).is_none_or(|v| v.iter().any(|&x| x > 1)))
+        {
             return Err(Error::invalid(
                 "a bool field holds a byte other than 0 or 1",
             ));
@@ -262,9 +298,8 @@ impl<'db> ReplayTable<'db> {
         match db.try_lock_writer()? {
             Some(mut w) => {
                 let bytes = std::mem::take(&mut self.ring.fill);
-                let r = self.append_pinned(&mut w, k, &bytes);
-                let page = match r {
-                    Ok(p) => p,
+                let entry = match self.append_entry(&mut w, k, &bytes) {
+                    Ok(e) => e,
                     Err(e) => {
                         self.set_page(
                             k,
@@ -277,9 +312,20 @@ impl<'db> ReplayTable<'db> {
                         return Err(e);
                     }
                 };
-                self.set_page(k, page);
-                self.ring.fill = bytes;
-                self.ring.fill.clear();
+                drop(w);
+                self.held_bytes += bytes.len();
+                self.held.push(k);
+                self.set_page(k, Page::Held { entry, bytes });
+                self.ring.fill = match self.spare.pop() {
+                    Some(mut b) => {
+                        b.clear();
+                        b
+                    }
+                    None => Vec::with_capacity(self.page_bytes()),
+                };
+                if self.held_bytes >= HELD_BYTES {
+                    self.map_held()?;
+                }
                 Ok(())
             }
             None => {
@@ -339,9 +385,39 @@ impl<'db> ReplayTable<'db> {
         Ok(())
     }
 
+    /// Maps the held pages, newest first (one remap of a window then covers
+    /// every older page in it), and keeps their buffers for reuse. A page
+    /// that fails to map stays held, readable from its buffer.
+    fn map_held(&mut self) -> Result<()> {
+        while let Some(&k) = self.held.last() {
+            if let Some(Page::Held { entry, .. }) = &self.ring.pages[k] {
+                let entry = entry.clone();
+                let (map, start) = self.map_pinned(&entry)?;
+                let mapped = Page::Mapped { entry, map, start };
+                if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
+                    let kept: usize = self.spare.iter().map(Vec::capacity).sum();
+                    if kept + bytes.capacity() <= HELD_BYTES {
+                        self.spare.push(bytes);
+                    }
+                }
+            }
+            self.held.pop();
+        }
+        self.held_bytes = 0;
+        Ok(())
+    }
+
     /// Appends page `k` as a detached entry and maps it. The caller holds
     /// the writer outside any transaction.
     fn append_pinned(&mut self, w: &mut Writer, k: usize, bytes: &[u8]) -> Result<Page> {
+        let entry = self.append_entry(w, k, bytes)?;
+        let (map, start) = self.map_pinned(&entry)?;
+        Ok(Page::Mapped { entry, map, start })
+    }
+
+    /// Appends page `k` as a detached entry and pins it. The caller holds
+    /// the writer outside any transaction.
+    fn append_entry(&mut self, w: &mut Writer, k: usize, bytes: &[u8]) -> Result<EntryRef> {
         let rows = self.ring.rows_in_page(k);
         let rs = self.ring.row_size() as u64;
         let key = page_key(&self.ring.name, k);
@@ -360,7 +436,7 @@ impl<'db> ReplayTable<'db> {
         if self.pins.insert(at) {
             *w.pinned.entry(at).or_default() += 1;
         }
-        let entry = EntryRef {
+        Ok(EntryRef {
             at,
             kind: Kind::ReplayPage,
             dtype: Some(DType::U8),
@@ -368,9 +444,7 @@ impl<'db> ReplayTable<'db> {
             len: bytes.len() as u64,
             crc,
             stored_key: key,
-        };
-        let (map, start) = self.map_pinned(&entry)?;
-        Ok(Page::Mapped { entry, map, start })
+        })
     }
 
     /// Maps the window holding `e`, which lies in pinned or committed bytes.
@@ -436,7 +510,7 @@ impl<'db> ReplayTable<'db> {
             .pages
             .iter()
             .filter_map(|p| match p {
-                Some(Page::Mapped { entry, .. }) => Some(entry.at),
+                Some(Page::Mapped { entry, .. }) | Some(Page::Held { entry, .. }) => Some(entry.at),
                 Some(Page::Pending { written, .. }) => written.as_ref().map(|e| e.at),
                 None => None,
             })
@@ -486,7 +560,9 @@ impl<'db> ReplayTable<'db> {
                 && theirs.crc == mine.crc;
             if same_entry {
                 *page = Some(theirs.clone());
-                if let Some(Page::Mapped { entry, .. }) = &mut self.ring.pages[k] {
+                if let Some(Page::Mapped { entry, .. } | Page::Held { entry, .. }) =
+                    &mut self.ring.pages[k]
+                {
                     *entry = theirs.clone();
                 }
             }
@@ -536,7 +612,7 @@ impl<'db> ReplayTable<'db> {
             .pages
             .iter()
             .map(|p| match p {
-                Some(Page::Mapped { entry, .. }) => Some(entry.clone()),
+                Some(Page::Mapped { entry, .. } | Page::Held { entry, .. }) => Some(entry.clone()),
                 Some(Page::Pending { written, .. }) => written.clone(),
                 None => None,
             })
