@@ -49,7 +49,7 @@ fn case(n: u64, error: IoFault, persistent: bool) {
                 // The failed call reports the injected error, or — when a
                 // dropped transaction failed to cut the log back — the next
                 // call reports the poisoning.
-                Failure::InCommit(e) | Failure::Before(e) => assert!(
+                Failure::InCommit(e) | Failure::Before(e) | Failure::InMaintenance(e) => assert!(
                     errno(e) == Some(want) || matches!(e, Error::Poisoned { .. }),
                     "{case}: failed with {e}"
                 ),
