@@ -278,6 +278,8 @@ impl Action {
 pub struct Session<'db> {
     db: &'db Db,
     tables: BTreeMap<String, ReplayTable<'db>>,
+    /// What each compaction run by [`Session::run`] did.
+    pub compactions: Vec<ckptdb::CompactStats>,
 }
 
 impl<'db> Session<'db> {
@@ -287,7 +289,11 @@ impl<'db> Session<'db> {
             let t = db.replay_table(name, &replay_schema(), table_options(name))?;
             tables.insert(name.to_owned(), t);
         }
-        Ok(Session { db, tables })
+        Ok(Session {
+            db,
+            tables,
+            compactions: Vec::new(),
+        })
     }
 
     pub fn db(&self) -> &'db Db {
@@ -312,11 +318,12 @@ impl<'db> Session<'db> {
             }
             Action::Push { table, rows } => self.push(table, *rows).map_err(Failure::Before)?,
             Action::Compact(threshold) => {
-                match threshold {
+                let stats = match threshold {
                     Some(t) => self.db.compact_with(*t),
                     None => self.db.compact(),
                 }
                 .map_err(Failure::InMaintenance)?;
+                self.compactions.push(stats);
             }
         }
         Ok(())
@@ -631,12 +638,21 @@ pub fn workload(commits: u64) -> Vec<Action> {
 /// acknowledged action, the model of the one in flight when it failed in
 /// `commit` (it may or may not have become durable), and the failure.
 pub fn run_until_failure(db: &Db, actions: &[Action]) -> (Model, Option<Model>, Option<Failure>) {
+    let (acked, in_flight, failure) = run_until_failure_at(db, actions);
+    (acked, in_flight, failure.map(|(_, f)| f))
+}
+
+/// [`run_until_failure`], also telling which action failed.
+pub fn run_until_failure_at(
+    db: &Db,
+    actions: &[Action],
+) -> (Model, Option<Model>, Option<(usize, Failure)>) {
     let mut acked = Model::default();
     let mut session = match Session::open(db) {
         Ok(s) => s,
-        Err(e) => return (acked, None, Some(Failure::Before(e))),
+        Err(e) => return (acked, None, Some((0, Failure::Before(e)))),
     };
-    for a in actions {
+    for (i, a) in actions.iter().enumerate() {
         match session.run(a) {
             Ok(()) => acked = a.apply(&acked),
             Err(f) => {
@@ -644,7 +660,7 @@ pub fn run_until_failure(db: &Db, actions: &[Action]) -> (Model, Option<Model>, 
                     Failure::InCommit(_) => Some(a.apply(&acked)),
                     Failure::Before(_) | Failure::InMaintenance(_) => None,
                 };
-                return (acked, in_flight, Some(f));
+                return (acked, in_flight, Some((i, f)));
             }
         }
     }
