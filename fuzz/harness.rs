@@ -127,8 +127,15 @@ pub fn entry_decode(data: &[u8]) {
 }
 
 /// Target `api_ops`: the input is a program of API operations on one
-/// database — transactions, reopens, and crashes (now, or at the n-th
-/// storage operation of the next transaction) — checked against the model.
+/// database — transactions (with replay pushes and records), compactions,
+/// reopens, and crashes (now, or at the n-th storage operation of the next
+/// transaction) — checked against the model.
+///
+/// Each operation is one byte (`op % 8`: 0–4 a transaction, 5 a reopen, 6
+/// a crash now, 7 a crash later), sometimes followed by argument bytes.
+/// Bit 3 (`0x08`) turns a transaction into one with replay rows (an
+/// argument byte: rows pushed before it and inside it) and a reopen into a
+/// compaction; programs without that bit decode as they always did.
 pub fn api_ops(data: &[u8]) {
     let tmp = scratch();
     let path = tmp.path().join("db");
