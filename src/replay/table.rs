@@ -28,6 +28,13 @@
 //! removes it, and reclamation keeps every segment holding a pinned page.
 //! A table dropped before recording its pages releases their pins.
 //!
+//! Once a root names a page it is unpinned, and a later compaction may
+//! delete its segment although the open table still holds it (the steps
+//! naming it were dropped, or the page was copied forward). The table then
+//! reads it through its map of the unlinked file, and its next record
+//! writes the page again instead of naming bytes that are gone
+//! (`take_back_reclaimed_pages`).
+//!
 //! # Maps of pinned pages
 //!
 //! Pinned pages are read through maps of *windows* of the file: the window
