@@ -14,7 +14,7 @@ use std::path::Path;
 use ckptdb::storage::fault::{Fault, FaultStorage};
 use ckptdb::{DType, Db, DbOptions, Kind};
 
-use crate::crash_model::{read_model, tensor_of, Action, Failure, Model, TxSpec, Val};
+use crate::crash_model::{read_model, tensor_of, Action, Failure, Model, Session, TxSpec, Val};
 
 fn scratch() -> tempfile::TempDir {
     crate::crash_model::scratch_dir()
@@ -127,8 +127,15 @@ pub fn entry_decode(data: &[u8]) {
 }
 
 /// Target `api_ops`: the input is a program of API operations on one
-/// database — transactions, reopens, and crashes (now, or at the n-th
-/// storage operation of the next transaction) — checked against the model.
+/// database — transactions (with replay pushes and records), compactions,
+/// reopens, and crashes (now, or at the n-th storage operation of the next
+/// transaction) — checked against the model.
+///
+/// Each operation is one byte (`op % 8`: 0–4 a transaction, 5 a reopen, 6
+/// a crash now, 7 a crash later), sometimes followed by argument bytes.
+/// Bit 3 (`0x08`) turns a transaction into one with replay rows (an
+/// argument byte: rows pushed before it and inside it) and a reopen into a
+/// compaction; programs without that bit decode as they always did.
 pub fn api_ops(data: &[u8]) {
     let tmp = scratch();
     let path = tmp.path().join("db");
@@ -177,25 +184,71 @@ pub fn api_ops(data: &[u8]) {
                     spec.drops.push(*model.steps.keys().next().unwrap());
                 }
                 spec.metrics.push(("m".into(), op as f64));
-                let action = if op & 0x40 != 0 {
+                // Bit 3: replay rows pushed before the transaction (full
+                // pages go to the log at once) and inside it, and both
+                // tables recorded.
+                let mut actions = Vec::new();
+                if op & 0x08 != 0 {
+                    let r = next().unwrap_or(0);
+                    actions.push(Action::Push {
+                        table: "buf".into(),
+                        rows: (r % 32) as u64,
+                    });
+                    spec.pushes.push(("aux".into(), (r >> 5) as u64 * 3));
+                    spec.records = vec!["buf".into(), "aux".into()];
+                }
+                actions.push(if op & 0x40 != 0 {
                     Action::Abandon(spec)
                 } else {
                     Action::Commit(spec)
-                };
-                match action.run(d) {
-                    Ok(()) => model = action.apply(&model),
-                    Err(f) => {
-                        // Only a crash set up by an earlier op fails a call.
-                        assert!(fs.crashed(), "an API call failed without a fault");
-                        let in_flight = match f {
-                            Failure::InCommit(_) => action.apply(&model),
-                            Failure::Before(_) => model.clone(),
-                        };
-                        drop(db.take());
-                        model = recover(&path, &model, &in_flight, op & 0x80 != 0);
-                        fs = FaultStorage::new(Fault::None);
-                        db = Some(Db::open_with(&path, opts(&fs)).unwrap());
+                });
+                // The tables are opened for this operation only: they start
+                // from the newest step, as after a reopen.
+                model = model.reopen();
+                let failed = match Session::open(d) {
+                    Err(e) => Some((Failure::Before(e), None)),
+                    Ok(mut session) => {
+                        let mut failed = None;
+                        for a in &actions {
+                            match session.run(a) {
+                                Ok(()) => model = a.apply(&model),
+                                Err(f) => {
+                                    failed = Some((f, Some(a)));
+                                    break;
+                                }
+                            }
+                        }
+                        failed
                     }
+                };
+                if let Some((f, action)) = failed {
+                    // Only a crash set up by an earlier op fails a call.
+                    assert!(fs.crashed(), "an API call failed without a fault: {f:?}");
+                    let in_flight = match (f, action) {
+                        (Failure::InCommit(_), Some(a)) => a.apply(&model),
+                        _ => model.clone(),
+                    };
+                    drop(db.take());
+                    model = recover(&path, &model, &in_flight, op & 0x80 != 0);
+                    fs = FaultStorage::new(Fault::None);
+                    db = Some(Db::open_with(&path, opts(&fs)).unwrap());
+                }
+            }
+            // Space reclamation (bit 3; bit 4 forces copy-forward).
+            5 if op & 0x08 != 0 => {
+                let Some(d) = db.as_ref() else { continue };
+                let r = if op & 0x10 != 0 {
+                    d.compact_with(1.0)
+                } else {
+                    d.compact()
+                };
+                if let Err(e) = r {
+                    assert!(fs.crashed(), "compaction failed without a fault: {e}");
+                    // Not a commit: either root shows the same state.
+                    drop(db.take());
+                    model = recover(&path, &model, &model, op & 0x80 != 0);
+                    fs = FaultStorage::new(Fault::None);
+                    db = Some(Db::open_with(&path, opts(&fs)).unwrap());
                 }
             }
             // Reopen cleanly.

@@ -123,9 +123,40 @@ fn check_db(f: &Fixture, db: &Db, case: &str) -> Vec<Location> {
                 }
             }
         }
+        // Replay tables: exact rows, or a typed error.
+        for (name, t) in &want.replay {
+            let view = match snap.replay(name) {
+                Ok(v) => v,
+                Err(e) => {
+                    assert!(typed(&e), "{case}: replay {s}/{name}: untyped error {e}");
+                    continue;
+                }
+            };
+            assert_eq!(view.len(), t.rows.len() as u64, "{case}: {s}/{name}");
+            for (i, id) in t.rows.iter().enumerate() {
+                match view.get(i as u64) {
+                    Ok(row) => assert_eq!(
+                        row.bytes(),
+                        &crash_model::row_bytes(name, *id)[..],
+                        "{case}: WRONG BYTES for row {i} of {s}/{name}"
+                    ),
+                    Err(e) => assert!(typed(&e), "{case}: {s}/{name} row {i}: untyped error {e}"),
+                }
+            }
+        }
         for (info, e) in snap.verify() {
             assert!(typed(&e), "{case}: verify {s}: untyped error {e}");
-            assert!(want.entries.contains_key(&info.key));
+            // A user entry, or an entry of a replay table the step records.
+            let table = info
+                .key
+                .strip_prefix("replay:")
+                .and_then(|k| k.split('/').next());
+            assert!(
+                want.entries.contains_key(&info.key)
+                    || table.is_some_and(|t| want.replay.contains_key(t)),
+                "{case}: verify {s} names {}",
+                info.key
+            );
             bad.push(info.location);
         }
     }

@@ -4,7 +4,7 @@
 //! after the last acknowledged commit or after the one in flight — nothing
 //! else. Then crash again during that recovery and check again.
 //!
-//! `CKPTDB_CRASH_SEEDS` sets the number of seeds (default 4).
+//! `CKPTDB_CRASH_SEEDS` sets the number of seeds (default 3).
 
 mod crash_model;
 
@@ -14,7 +14,9 @@ use std::sync::Arc;
 use ckptdb::storage::fault::{Fault, FaultStorage};
 use ckptdb::storage::Storage;
 use ckptdb::{Db, DbOptions};
-use crash_model::{copy_dir, read_model, run_until_failure, workload, Action, Model};
+use crash_model::{
+    copy_dir, read_model, run_until_failure, run_until_failure_at, workload, Action, Model, Session,
+};
 
 const COMMITS: u64 = 22;
 
@@ -22,7 +24,7 @@ fn seeds() -> u64 {
     std::env::var("CKPTDB_CRASH_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4)
+        .unwrap_or(3)
 }
 
 fn options(storage: Arc<dyn Storage>) -> DbOptions {
@@ -84,8 +86,9 @@ fn check_state(path: &Path, acked: &Model, in_flight: Option<&Model>, case: &str
     (recovery_ops, m != *acked)
 }
 
-/// After recovery the writer must go on committing normally.
-fn check_writable(path: &Path, case: &str) {
+/// After recovery the writer must go on committing normally (and, with
+/// `replay`, the replay tables too).
+fn check_writable(path: &Path, case: &str, replay: bool) {
     let db = Db::open(path).unwrap();
     let before = read_model(&db).unwrap();
     let step = before.last_step.map_or(1, |s| s + 1);
@@ -93,6 +96,10 @@ fn check_writable(path: &Path, case: &str) {
     tx.put_blob("after/crash", b"still writable").unwrap();
     tx.commit()
         .unwrap_or_else(|e| panic!("{case}: commit after recovery: {e}"));
+    // The replay tables reopen from the newest step and go on.
+    if replay {
+        check_replay_writable(&db, step, case);
+    }
     drop(db);
     let db = Db::open(path).unwrap();
     let snap = db.snapshot(step).unwrap();
@@ -105,17 +112,52 @@ fn check_writable(path: &Path, case: &str) {
     }
 }
 
-/// Returns whether the in-flight commit survived the first crash, and how
-/// many crashes during recovery were tried.
-fn crash_case(actions: &[Action], n: u64, seed: u64) -> (bool, u64) {
+/// Pushes to both tables as reopened after recovery, records them in a
+/// step after `step`, and checks the database against the model.
+fn check_replay_writable(db: &Db, step: u64, case: &str) {
+    let model = read_model(db).unwrap().reopen();
+    let mut session = Session::open(db).unwrap();
+    let spec = crash_model::TxSpec {
+        step: step + 1,
+        parent: Some(step),
+        pushes: vec![("buf".into(), 20), ("aux".into(), 3)],
+        records: vec!["buf".into(), "aux".into()],
+        ..Default::default()
+    };
+    let a = Action::Commit(spec);
+    session
+        .run(&a)
+        .unwrap_or_else(|f| panic!("{case}: replay commit after recovery: {f:?}"));
+    let model = a.apply(&model);
+    assert_eq!(read_model(db).unwrap(), model, "{case}");
+}
+
+/// What one crash case saw.
+#[derive(Default)]
+struct Seen {
+    /// The in-flight commit survived the first crash.
+    kept: bool,
+    /// Crashes during recovery tried.
+    second: u64,
+    /// The first crash hit a compaction.
+    in_compaction: bool,
+    /// The first crash hit a replay push outside a transaction (a full
+    /// page going to the log).
+    in_push: bool,
+}
+
+fn crash_case(actions: &[Action], n: u64, seed: u64) -> Seen {
     let case = format!("crash at op {n}, seed {seed}");
     let tmp = crash_model::scratch_dir();
     let path = tmp.path().join("run.ckpt");
     let fs = FaultStorage::new(Fault::Crash { at: n, seed });
+    let mut seen = Seen::default();
     let (acked, in_flight) = match Db::open_with(&path, options(fs.shared())) {
         Ok(db) => {
-            let (acked, in_flight, failure) = run_until_failure(&db, actions);
-            assert!(failure.is_some(), "{case}: the workload did not fail");
+            let (acked, in_flight, failure) = run_until_failure_at(&db, actions);
+            let (i, _) = failure.unwrap_or_else(|| panic!("{case}: the workload did not fail"));
+            seen.in_compaction = matches!(actions[i], Action::Compact(_));
+            seen.in_push = matches!(actions[i], Action::Push { .. });
             drop(db);
             (acked, in_flight)
         }
@@ -133,11 +175,11 @@ fn crash_case(actions: &[Action], n: u64, seed: u64) -> (bool, u64) {
         copy_dir(&path, &copy);
     }
     let (recovery_ops, kept) = check_state(&path, &acked, in_flight.as_ref(), &case);
+    seen.kept = kept;
 
     // Crash again, during the recovery of the same crash state: at every
     // operation of that recovery for seed 0, at one chosen by the case for
     // the others.
-    let mut second = 0;
     if copy.exists() {
         let points: Vec<u64> = if seed == 0 {
             (1..=recovery_ops).collect()
@@ -145,7 +187,7 @@ fn crash_case(actions: &[Action], n: u64, seed: u64) -> (bool, u64) {
             vec![1 + (choice >> 1) % recovery_ops.max(1)]
         };
         for m in points {
-            second += 1;
+            seen.second += 1;
             let case2 = format!("{case}, then at recovery op {m}");
             let again = tmp.path().join(format!("again-{m}.ckpt"));
             copy_dir(&copy, &again);
@@ -158,11 +200,11 @@ fn crash_case(actions: &[Action], n: u64, seed: u64) -> (bool, u64) {
             }
             check_state(&again, &acked, in_flight.as_ref(), &case2);
             if n.is_multiple_of(7) {
-                check_writable(&again, &case2);
+                check_writable(&again, &case2, seen.second == 1);
             }
         }
     }
-    (kept, second)
+    seen
 }
 
 #[test]
@@ -172,12 +214,43 @@ fn workload_runs_clean_and_matches_the_model() {
     let path = tmp.path().join("run.ckpt");
     let fs = FaultStorage::new(Fault::None);
     let db = Db::open_with(&path, options(fs.shared())).unwrap();
-    let (acked, _, failure) = run_until_failure(&db, &actions);
-    assert!(failure.is_none(), "{failure:?}");
-    assert_eq!(read_model(&db).unwrap(), acked);
+    let mut session = Session::open(&db).unwrap();
+    let mut acked = Model::default();
+    for a in &actions {
+        session.run(a).unwrap();
+        acked = a.apply(&acked);
+        assert_eq!(read_model(&db).unwrap(), acked, "after {a:?}");
+    }
     // The workload exercises what it claims to.
     assert!(acked.steps.len() >= 3);
     assert_eq!(acked.last_step, Some(10 * COMMITS));
+    let commits = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Commit(_)))
+        .count();
+    assert!(commits >= 20);
+    // Replay: both rings wrapped; a live step without a table; pushes
+    // outside transactions that filled pages.
+    let last = acked.steps.values().next_back().unwrap();
+    for (name, capacity, _) in crash_model::TABLES {
+        let t = &last.replay[name];
+        assert!(t.total > 2 * capacity, "{name}: {t:?}");
+        assert_eq!(t.rows.len() as u64, capacity);
+    }
+    assert!(acked.steps.values().any(|s| s.replay.len() < 2));
+    // Compactions deleted segments (dead and copied forward) and copied
+    // entries, replay pages among them.
+    let c = &session.compactions;
+    assert!(c.len() >= 6, "{c:?}");
+    assert!(
+        c.iter().map(|s| s.segments_deleted).sum::<usize>() > 10,
+        "{c:?}"
+    );
+    assert!(
+        c.iter().map(|s| s.entries_copied).sum::<usize>() > 10,
+        "{c:?}"
+    );
+    drop(session);
     drop(db);
     let segs = std::fs::read_dir(path.join("log")).unwrap().count();
     assert!(segs > 5, "only {segs} segments: no rolls exercised");
@@ -198,21 +271,25 @@ fn crash_at_every_operation_recovers_acked_or_in_flight() {
     let total = fs.ops();
     assert!(total > 60, "only {total} operations");
     let seeds = seeds();
-    let mut kept = 0;
-    let mut second = 0;
+    let (mut kept, mut second, mut compacting, mut pushing) = (0, 0, 0, 0);
     for seed in 0..seeds {
         for n in 1..=total {
-            let (k, s) = crash_case(&actions, n, seed);
-            kept += k as u64;
-            second += s;
+            let seen = crash_case(&actions, n, seed);
+            kept += seen.kept as u64;
+            second += seen.second;
+            compacting += seen.in_compaction as u64;
+            pushing += seen.in_push as u64;
         }
     }
     eprintln!(
         "crash sweep: {total} crash points x {seeds} seeds, {second} crashes during recovery; \
-         the in-flight commit survived {kept} times"
+         the in-flight commit survived {kept} times; {compacting} crashes hit a compaction, \
+         {pushing} a replay push"
     );
     // Both outcomes of a crash during a commit happen.
     assert!(kept > 0 && kept < total * seeds);
+    // Crashes hit compactions and pages appended outside transactions.
+    assert!(compacting >= 10 * seeds && pushing >= 10 * seeds);
 }
 
 #[test]
@@ -325,7 +402,7 @@ fn kill_restart_commit_then_power_loss() {
         assert!(failure.is_none());
     }
     let total = fs.ops();
-    let seeds = (seeds() / 2).max(1);
+    let seeds = (seeds() / 2).max(2);
     for seed in 0..seeds {
         for n in 1..=total {
             kill_then_power_loss_case(&actions, n, seed);

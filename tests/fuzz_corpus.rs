@@ -141,6 +141,17 @@ fn write_seeds() {
         "abort-and-drop",
         &[0x40, 2, 1, 2, 0, 1, 3, 0x30, 0, 0x10, 0, 0x20, 0],
     );
+    // Replay pushes and records (bit 3 of a transaction), compactions
+    // (bit 3 of a reopen; bit 4 forces copy-forward), and a crash among
+    // them.
+    write(
+        "api_ops",
+        "replay-compact",
+        &[
+            0x08, 1, 0x03, 0x6A, 0x0D, 0x18, 0, 0xFF, 0x1D, 0x28, 0, 0x40, 0x1D, 5, 0x08, 0, 0x21,
+            7, 3, 1, 0x18, 0, 0x7F, 5,
+        ],
+    );
 }
 
 #[test]

@@ -28,6 +28,13 @@
 //! removes it, and reclamation keeps every segment holding a pinned page.
 //! A table dropped before recording its pages releases their pins.
 //!
+//! Once a root names a page it is unpinned, and a later compaction may
+//! delete its segment although the open table still holds it (the steps
+//! naming it were dropped, or the page was copied forward). The table then
+//! reads it through its map of the unlinked file, and its next record
+//! writes the page again instead of naming bytes that are gone
+//! (`take_back_reclaimed_pages`).
+//!
 //! # Maps of pinned pages
 //!
 //! A page just appended stays readable from its own buffer
@@ -570,6 +577,62 @@ impl<'db> ReplayTable<'db> {
         Ok(pages)
     }
 
+    /// Turns every mapped page whose segment space reclamation deleted back
+    /// into a pending page, which the next record writes again.
+    ///
+    /// Once a root names a page it is no longer pinned, so a compaction may
+    /// delete its segment while this table still holds the page: when no
+    /// live step names it any more (the steps recording it were dropped), or
+    /// when it was copied forward (to a location this handle does not know).
+    /// Naming the old location in the next step would name bytes that are
+    /// gone. The bytes are still readable through the table's map of the
+    /// unlinked file; written again, the transaction's dedup finds a copy by
+    /// content when there is one. Runs with the writer held (by the
+    /// transaction), so no compaction runs in between.
+    fn take_back_reclaimed_pages(&mut self) -> Result<()> {
+        let mut gone: HashMap<u64, bool> = HashMap::new();
+        for k in 0..self.ring.pages.len() {
+            let Some(Page::Mapped { entry, map, start }) = &self.ring.pages[k] else {
+                continue;
+            };
+            let seg = entry.at.segment;
+            let deleted = match gone.get(&seg) {
+                Some(&d) => d,
+                None => {
+                    let path = segment_path(self.db.segments.log_dir(), seg);
+                    let d = match std::fs::symlink_metadata(&path) {
+                        Ok(_) => false,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                        Err(e) => return Err(Error::io("stat", &path, e)),
+                    };
+                    gone.insert(seg, d);
+                    d
+                }
+            };
+            if !deleted {
+                continue;
+            }
+            let bytes: Box<[u8]> = self.ring.maps[*map as usize]
+                .bytes()
+                .get(*start..*start + entry.len as usize)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "replay table {:?}: page {k} lies outside its map",
+                        self.ring.name
+                    ))
+                })?
+                .into();
+            self.set_page(
+                k,
+                Page::Pending {
+                    bytes,
+                    written: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Records this table's state in `tx`: what a restore of that step gives
     /// back. Writes the partial page and the priorities (a committed
     /// identical copy is shared instead) and any page still pending; full
@@ -581,6 +644,7 @@ impl<'db> ReplayTable<'db> {
                 self.ring.name
             )));
         }
+        self.take_back_reclaimed_pages()?;
         let pinned = tx.begin_position();
         let name = self.ring.name.clone();
         let rs = self.ring.row_size() as u64;
