@@ -54,6 +54,20 @@ fn scratch() -> tempfile::TempDir {
         .expect("scratch directory")
 }
 
+/// Runs `f` `iters` times, each in a fresh scratch directory, and returns
+/// the time spent inside `f` (creating and deleting directories is not
+/// measured).
+fn timed_in_fresh_dirs(iters: u64, mut f: impl FnMut(&Path) -> Duration) -> Duration {
+    (0..iters).map(|_| f(scratch().path())).sum()
+}
+
+/// Times `work` alone.
+fn timed(work: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    work();
+    start.elapsed()
+}
+
 fn commit_tensors(db: &Db, step: u64, tensors: &[Vec<u8>]) {
     let mut tx = db.begin_step(step).unwrap();
     for (i, t) in tensors.iter().enumerate() {
@@ -99,39 +113,24 @@ fn save(c: &mut Criterion) {
         .throughput(criterion::Throughput::Bytes(total as u64));
     g.bench_function("raw_write_fsync", |b| {
         b.iter_custom(|iters| {
-            let mut t = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch();
-                let start = Instant::now();
-                raw_write_fsync(&dir.path().join("raw.bin"), &tensors);
-                t += start.elapsed();
-            }
-            t
+            timed_in_fresh_dirs(iters, |dir| {
+                timed(|| raw_write_fsync(&dir.join("raw.bin"), &tensors))
+            })
         })
     });
     g.bench_function("safetensors_fsync", |b| {
         b.iter_custom(|iters| {
-            let mut t = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch();
-                let start = Instant::now();
-                safetensors_write_fsync(&dir.path().join("model.safetensors"), &tensors);
-                t += start.elapsed();
-            }
-            t
+            timed_in_fresh_dirs(iters, |dir| {
+                timed(|| safetensors_write_fsync(&dir.join("model.safetensors"), &tensors))
+            })
         })
     });
     g.bench_function("ckptdb_commit", |b| {
         b.iter_custom(|iters| {
-            let mut t = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch();
-                let db = Db::open(dir.path().join("db")).unwrap();
-                let start = Instant::now();
-                commit_tensors(&db, 1, &tensors);
-                t += start.elapsed();
-            }
-            t
+            timed_in_fresh_dirs(iters, |dir| {
+                let db = Db::open(dir.join("db")).unwrap();
+                timed(|| commit_tensors(&db, 1, &tensors))
+            })
         })
     });
     g.finish();
@@ -144,27 +143,17 @@ fn small(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("safetensors_commit", |b| {
         b.iter_custom(|iters| {
-            let mut t = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch();
-                let start = Instant::now();
-                safetensors_write_fsync(&dir.path().join("m.safetensors"), &tensors);
-                t += start.elapsed();
-            }
-            t
+            timed_in_fresh_dirs(iters, |dir| {
+                timed(|| safetensors_write_fsync(&dir.join("m.safetensors"), &tensors))
+            })
         })
     });
     g.bench_function("ckptdb_commit", |b| {
         b.iter_custom(|iters| {
-            let mut t = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = scratch();
-                let db = Db::open(dir.path().join("db")).unwrap();
-                let start = Instant::now();
-                commit_tensors(&db, 1, &tensors);
-                t += start.elapsed();
-            }
-            t
+            timed_in_fresh_dirs(iters, |dir| {
+                let db = Db::open(dir.join("db")).unwrap();
+                timed(|| commit_tensors(&db, 1, &tensors))
+            })
         })
     });
     let dir = scratch();
