@@ -314,6 +314,18 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
 
 /// [`read_header`] for a file whose length is known.
 fn read_header_in(file: &File, len: u64, path: &Path, off: u64) -> Result<(EntryHeader, u64)> {
+    read_header_via(&mut Window::default(), file, len, path, off)
+}
+
+/// [`read_header_in`] through a read-ahead window, for walking many entries
+/// in ascending order.
+fn read_header_via(
+    window: &mut Window,
+    file: &File,
+    len: u64,
+    path: &Path,
+    off: u64,
+) -> Result<(EntryHeader, u64)> {
     if !off.is_multiple_of(64) || off < SEGMENT_HEADER_LEN || off >= len {
         return Err(Error::corruption(
             path,
@@ -321,8 +333,8 @@ fn read_header_in(file: &File, len: u64, path: &Path, off: u64) -> Result<(Entry
             "entry location outside the segment",
         ));
     }
-    let bytes = read_at(file, path, off, MAX_HEADER_LEN.min((len - off) as usize))?;
-    let header = EntryHeader::decode(&bytes).map_err(|e| match e {
+    let bytes = window.get(file, path, off, MAX_HEADER_LEN.min((len - off) as usize))?;
+    let header = EntryHeader::decode(bytes).map_err(|e| match e {
         HeaderError::Version(v) => Error::IncompatibleVersion {
             path: path.to_owned(),
             found: v,
@@ -347,37 +359,42 @@ fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()
         segment: 0,
         offset: 0,
     });
-    // One open file per segment: a commit can hold thousands of entries.
-    let mut files: std::collections::HashMap<u64, (File, u64)> = Default::default();
-    for e in manifest
+    // A commit can hold thousands of entries: walk them in log order, one
+    // open file and one read-ahead window per segment.
+    let mut tail: Vec<&EntryRef> = manifest
         .entry_refs()
         .filter(|e| e.at > after && e.at < root.at)
-    {
-        if let std::collections::hash_map::Entry::Vacant(v) = files.entry(e.at.segment) {
-            let path = segment_path(log_dir, e.at.segment);
+        .collect();
+    tail.sort_by_key(|e| e.at);
+    let mut open: Option<(u64, File, u64, Window)> = None;
+    for e in tail {
+        let path = segment_path(log_dir, e.at.segment);
+        if open.as_ref().is_none_or(|o| o.0 != e.at.segment) {
             let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
             let len = file
                 .metadata()
                 .map_err(|err| Error::io("stat", &path, err))?
                 .len();
-            v.insert((file, len));
+            open = Some((e.at.segment, file, len, Window::default()));
         }
-        let (file, len) = &files[&e.at.segment];
-        check_entry(
-            file,
-            *len,
-            &segment_path(log_dir, e.at.segment),
-            e,
-            validate == Validate::Tail,
-        )?;
+        if let Some((_, file, len, window)) = open.as_mut() {
+            check_entry(window, file, *len, &path, e, validate == Validate::Tail)?;
+        }
     }
     Ok(())
 }
 
 /// Reads one entry with positioned reads and checks its header against the
 /// reference, and with `payload` its payload crc too.
-fn check_entry(file: &File, len: u64, path: &Path, e: &EntryRef, payload: bool) -> Result<()> {
-    let (header, _) = read_header_in(file, len, path, e.at.offset)?;
+fn check_entry(
+    window: &mut Window,
+    file: &File,
+    len: u64,
+    path: &Path,
+    e: &EntryRef,
+    payload: bool,
+) -> Result<()> {
+    let (header, _) = read_header_via(window, file, len, path, e.at.offset)?;
     let path = path.to_owned();
     if header.key != e.stored_key || header.payload_len != e.len || header.payload_crc != e.crc {
         return Err(Error::corruption(
