@@ -472,11 +472,9 @@ impl Db {
     }
 
     fn try_snapshot(&self, step: u64) -> Result<Snapshot> {
-        let (manifest, committed, tags) = {
+        let (_, manifest) = self.manifest(step)?;
+        let (committed, tags) = {
             let view = self.read_view();
-            let at = view
-                .manifest_location(step)
-                .ok_or(Error::StepNotFound { step })?;
             let committed = view.committed().ok_or(Error::StepNotFound { step })?;
             let tags: Vec<String> = view
                 .record()
@@ -488,17 +486,7 @@ impl Db {
                         .collect()
                 })
                 .unwrap_or_default();
-            let cached = view.manifests.get(&at).cloned();
-            drop(view);
-            let m = match cached {
-                Some(m) => m,
-                None => {
-                    let m = Arc::new(self.load_manifest(at, committed)?);
-                    self.write_view().manifests.insert(at, m.clone());
-                    m
-                }
-            };
-            (m, committed, tags)
+            (committed, tags)
         };
         let maps = self.segments.map_all(manifest.entry_refs(), committed)?;
         Ok(Snapshot::new(manifest, maps, self.segments.clone(), tags))

@@ -113,20 +113,14 @@ impl Run {
         })
     }
 
-    /// Live steps, once every save in flight has completed.
-    pub fn steps(&self) -> ckptdb::Result<Vec<u64>> {
-        self.manager.flush()?;
-        Ok(self.manager.db().steps())
+    /// Live steps (saves are synchronous: every one has completed).
+    pub fn steps(&self) -> Vec<u64> {
+        self.manager.db().steps()
     }
 
     /// True when the schedule says `step` is a save step.
     pub fn should_save(&self, step: u64) -> bool {
         self.manager.should_save(step)
-    }
-
-    /// Waits until every save has completed and is durable.
-    pub fn flush(&self) -> ckptdb::Result<()> {
-        self.manager.flush()
     }
 
     /// The replay table, as the newest snapshot recorded it (empty for a

@@ -153,8 +153,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ));
         }
     }
-    drop(table);
-    run.flush()?;
     bar.finish_and_clear();
 
     let db = args.db.display();
@@ -170,7 +168,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.recent_return(),
         best_eval
     );
-    println!("checkpoints in {db}: steps {:?}", run.steps()?);
+    println!("checkpoints in {db}: steps {:?}", run.steps());
     println!();
     println!("inspect the run:");
     println!("  cargo run --release -- ls {db}");

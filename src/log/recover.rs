@@ -212,19 +212,36 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
 
 /// A read-ahead buffer for walking entry headers: small entries are read a
 /// megabyte at a time instead of one system call each.
-#[derive(Default)]
 struct Window {
     at: u64,
     buf: Vec<u8>,
+    /// Bytes read per refill (at least what the caller asks for).
+    read_ahead: usize,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            at: 0,
+            buf: Vec::new(),
+            read_ahead: 1 << 20,
+        }
+    }
 }
 
 impl Window {
-    const SIZE: usize = 1 << 20;
+    /// A window that reads exactly what is asked, for a single header.
+    fn exact() -> Window {
+        Window {
+            read_ahead: 0,
+            ..Window::default()
+        }
+    }
 
     fn get(&mut self, file: &File, path: &Path, off: u64, len: usize) -> Result<&[u8]> {
         let inside = off >= self.at && off + len as u64 <= self.at + self.buf.len() as u64;
         if !inside {
-            self.buf = read_at(file, path, off, Self::SIZE.max(len))?;
+            self.buf = read_at(file, path, off, self.read_ahead.max(len))?;
             self.at = off;
         }
         let s = (off - self.at) as usize;
@@ -314,7 +331,7 @@ pub(crate) fn read_header(file: &File, path: &Path, off: u64) -> Result<(EntryHe
 
 /// [`read_header`] for a file whose length is known.
 fn read_header_in(file: &File, len: u64, path: &Path, off: u64) -> Result<(EntryHeader, u64)> {
-    read_header_via(&mut Window::default(), file, len, path, off)
+    read_header_via(&mut Window::exact(), file, len, path, off)
 }
 
 /// [`read_header_in`] through a read-ahead window, for walking many entries
