@@ -92,6 +92,17 @@ impl PendingStep {
         self.items.push((key.to_owned(), item));
     }
 
+    fn push_tensor<T: Element>(&mut self, key: &str, dtype: DType, shape: Vec<u64>, data: Vec<T>) {
+        self.push(
+            key,
+            Item::Tensor {
+                dtype,
+                shape,
+                bytes: Box::new(OwnedVec(data)),
+            },
+        );
+    }
+
     /// Copies a tensor in (any layout; stored row-major).
     pub fn put_tensor<T, S, D>(&mut self, key: &str, array: &ArrayBase<S, D>) -> Result<()>
     where
@@ -105,14 +116,7 @@ impl PendingStep {
             Some(s) => s.to_vec(),
             None => array.iter().copied().collect(),
         };
-        self.push(
-            key,
-            Item::Tensor {
-                dtype: T::DTYPE,
-                shape,
-                bytes: Box::new(OwnedVec(data)),
-            },
-        );
+        self.push_tensor(key, T::DTYPE, shape, data);
         Ok(())
     }
 
@@ -140,14 +144,7 @@ impl PendingStep {
         } else {
             array.iter().copied().collect()
         };
-        self.push(
-            key,
-            Item::Tensor {
-                dtype: T::DTYPE,
-                shape,
-                bytes: Box::new(OwnedVec(data)),
-            },
-        );
+        self.push_tensor(key, T::DTYPE, shape, data);
         Ok(())
     }
 
@@ -172,14 +169,7 @@ impl PendingStep {
     ) -> Result<()> {
         validate_key(key)?;
         check_tensor_bytes(key, dtype, shape, &bytes)?;
-        self.push(
-            key,
-            Item::Tensor {
-                dtype,
-                shape: shape.to_vec(),
-                bytes: Box::new(OwnedVec(bytes)),
-            },
-        );
+        self.push_tensor(key, dtype, shape.to_vec(), bytes);
         Ok(())
     }
 
