@@ -65,12 +65,7 @@ pub(crate) fn check_tensor_bytes(
     shape: &[u64],
     bytes: &[u8],
 ) -> Result<()> {
-    if shape.len() > MAX_RANK {
-        return Err(Error::invalid(format!(
-            "rank {} over the limit {MAX_RANK}",
-            shape.len()
-        )));
-    }
+    check_rank(shape.len())?;
     let expected = element_count(shape)?
         .checked_mul(dtype.size() as u64)
         .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
@@ -83,6 +78,16 @@ pub(crate) fn check_tensor_bytes(
     if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
         return Err(Error::invalid(format!(
             "{key:?}: bool tensor holds a byte other than 0 or 1"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a tensor rank against the format's limit.
+pub(crate) fn check_rank(rank: usize) -> Result<()> {
+    if rank > MAX_RANK {
+        return Err(Error::invalid(format!(
+            "rank {rank} over the limit {MAX_RANK}"
         )));
     }
     Ok(())
@@ -184,6 +189,18 @@ impl<'db> StepTx<'db> {
         bytes: &[u8],
     ) -> Result<()> {
         check_tensor_bytes(key, dtype, shape, bytes)?;
+        self.put_checked_tensor(key, dtype, shape, bytes)
+    }
+
+    /// Puts a tensor whose bytes [`check_tensor_bytes`] has already checked
+    /// (a pending step checks them on the training thread).
+    pub(crate) fn put_checked_tensor(
+        &mut self,
+        key: &str,
+        dtype: DType,
+        shape: &[u64],
+        bytes: &[u8],
+    ) -> Result<()> {
         self.put_entry(key, Kind::Tensor, Some(dtype), shape.to_vec(), bytes)
     }
 
@@ -265,12 +282,7 @@ impl<'db> StepTx<'db> {
         shape: Vec<u64>,
         payload: &[u8],
     ) -> Result<EntryRef> {
-        if shape.len() > MAX_RANK {
-            return Err(Error::invalid(format!(
-                "rank {} over the limit {MAX_RANK}",
-                shape.len()
-            )));
-        }
+        check_rank(shape.len())?;
         if payload.len() as u64 > MAX_PAYLOAD_LEN {
             return Err(Error::invalid(format!(
                 "{key:?}: payload over the 1 TiB limit"

@@ -16,9 +16,8 @@ use serde::Serialize;
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::format::MAX_RANK;
 use crate::key::{validate_key, validate_name};
-use crate::txn::{check_tensor_bytes, StepTx};
+use crate::txn::{check_rank, check_tensor_bytes, StepTx};
 
 /// Bytes owned in whatever container they arrived in.
 trait OwnedBytes: Send {
@@ -64,12 +63,7 @@ impl std::fmt::Debug for PendingStep {
 }
 
 fn shape_of(dims: &[usize]) -> Result<Vec<u64>> {
-    if dims.len() > MAX_RANK {
-        return Err(Error::invalid(format!(
-            "rank {} over the limit {MAX_RANK}",
-            dims.len()
-        )));
-    }
+    check_rank(dims.len())?;
     Ok(dims.iter().map(|&d| d as u64).collect())
 }
 
@@ -210,7 +204,7 @@ impl PendingStep {
                     dtype,
                     shape,
                     bytes,
-                } => tx.put_tensor_raw(key, *dtype, shape, bytes.bytes())?,
+                } => tx.put_checked_tensor(key, *dtype, shape, bytes.bytes())?,
                 Item::Blob(b) => tx.put_blob(key, b)?,
                 Item::Value(json) => tx.put_json(key, json)?,
             }
