@@ -206,8 +206,8 @@ impl<'db> ReplayTable<'db> {
         // Pin the recorded pages now, so no reclamation moves them before
         // this table records them again. A transaction holding the writer
         // (on this thread or another) defers that to the next push or
-        // record; a page moved in between is still found by
-        // `follow_relocations`.
+        // record; a page whose segment a compaction deletes in between is
+        // written again by the next record (`take_back_reclaimed_pages`).
         if let Some(mut w) = db.try_lock_writer()? {
             table.sync_pins(&mut w);
         }
@@ -530,53 +530,6 @@ impl<'db> ReplayTable<'db> {
         self.pins = now;
     }
 
-    /// Space reclamation may have copied recorded pages forward while this
-    /// table did not pin them (it was opened while a transaction held the
-    /// writer): the live manifests were relocated, the table's own
-    /// references were not. A page whose reference in the newest
-    /// live manifest holding this table names the same stored entry (key,
-    /// kind, shape, length and crc) at another location has moved; record
-    /// the new location and adopt it. Reads keep using the old map, whose
-    /// bytes stay valid after the file is unlinked. Pages no root names yet
-    /// are pinned and never move, so they cannot be stale.
-    fn follow_relocations(
-        &mut self,
-        name: &str,
-        mut pages: Vec<Option<EntryRef>>,
-    ) -> Result<Vec<Option<EntryRef>>> {
-        let mut recorded = None;
-        for step in self.db.steps().into_iter().rev() {
-            let (_, m) = self.db.manifest(step)?;
-            if let Some(state) = m.replay.get(name) {
-                recorded = Some(state.pages.clone());
-                break;
-            }
-        }
-        let Some(recorded) = recorded else {
-            return Ok(pages);
-        };
-        for (k, page) in pages.iter_mut().enumerate() {
-            let (Some(mine), Some(Some(theirs))) = (page.as_ref(), recorded.get(k)) else {
-                continue;
-            };
-            let same_entry = theirs.at != mine.at
-                && theirs.stored_key == mine.stored_key
-                && theirs.kind == mine.kind
-                && theirs.shape == mine.shape
-                && theirs.len == mine.len
-                && theirs.crc == mine.crc;
-            if same_entry {
-                *page = Some(theirs.clone());
-                if let Some(Page::Mapped { entry, .. } | Page::Held { entry, .. }) =
-                    &mut self.ring.pages[k]
-                {
-                    *entry = theirs.clone();
-                }
-            }
-        }
-        Ok(pages)
-    }
-
     /// Turns every mapped page whose segment space reclamation deleted back
     /// into a pending page, which the next record writes again.
     ///
@@ -585,7 +538,9 @@ impl<'db> ReplayTable<'db> {
     /// live step names it any more (the steps recording it were dropped), or
     /// when it was copied forward (to a location this handle does not know).
     /// Naming the old location in the next step would name bytes that are
-    /// gone. The bytes are still readable through the table's map of the
+    /// gone (compaction unlinks every segment it copies from, so a page
+    /// whose segment still exists has not moved). The bytes are still
+    /// readable through the table's map of the
     /// unlinked file; written again, the transaction's dedup finds a copy by
     /// content when there is one. Runs with the writer held (by the
     /// transaction), so no compaction runs in between.
@@ -681,7 +636,6 @@ impl<'db> ReplayTable<'db> {
                 None => None,
             })
             .collect();
-        let pages = self.follow_relocations(&name, pages)?;
         self.sync_pins(tx.writer_mut());
         // Pages appended outside any transaction that no commit has named
         // yet are this step's new bytes (unless this transaction recorded
