@@ -322,6 +322,16 @@ impl State {
         }
     }
 
+    /// Counts an operation that does its work only if it is not the crash
+    /// point: at the crash point, crashes instead and fails it.
+    fn enter(&mut self) -> io::Result<()> {
+        if let Gate::Crash(seed) = self.gate()? {
+            self.crash(seed)?;
+            return Err(crashed_error());
+        }
+        Ok(())
+    }
+
     fn crash(&mut self, seed: u64) -> io::Result<()> {
         self.crashed = true;
         let mut rng = StdRng::seed_from_u64(seed);
@@ -434,19 +444,13 @@ fn rewrite(path: &Path, contents: &[u8]) -> io::Result<()> {
 impl Storage for FaultStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         FsStorage.create_dir_all(path)
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         let inner = FsStorage.create_new(path)?;
         s.files.insert(path.to_owned(), Tracked::default());
         s.undurable_names.insert(path.to_owned());
@@ -459,10 +463,7 @@ impl Storage for FaultStorage {
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         let inner = FsStorage.open(path)?;
         if !s.files.contains_key(path) {
             // Untouched so far: what is on disk now is durable.
@@ -484,10 +485,7 @@ impl Storage for FaultStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         FsStorage.remove_file(path)?;
         s.files.remove(path);
         s.undurable_names.remove(path);
@@ -496,10 +494,7 @@ impl Storage for FaultStorage {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         s.undurable_names.retain(|p| p.parent() != Some(path));
         Ok(())
     }
@@ -554,10 +549,7 @@ impl StorageFile for FaultFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         // Durability is modelled above; the real file system is not asked to
         // sync (no real power is lost, and it keeps crash sweeps fast).
         let t = s.files.entry(self.path.clone()).or_default();
@@ -570,10 +562,7 @@ impl StorageFile for FaultFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = self.lock();
-        if let Gate::Crash(seed) = s.gate()? {
-            s.crash(seed)?;
-            return Err(crashed_error());
-        }
+        s.enter()?;
         self.inner.set_len(len)?;
         FaultFile::record(&mut s, &self.path, Pending::SetLen(len));
         Ok(())

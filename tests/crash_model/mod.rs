@@ -681,16 +681,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+#[path = "../common/mod.rs"]
+mod common;
+
 /// A temporary directory, in memory when the machine has `/dev/shm`: crash
 /// sweeps open thousands of databases, and the catalog's own fsyncs would
 /// dominate their time on a disk. (Crash semantics come from the
 /// fault-injecting storage, not from the file system.)
-pub fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("ckptdb-").tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
+#[allow(unused_imports)]
+pub use common::scratch_dir;
