@@ -374,9 +374,15 @@ impl Db {
         self.view.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The writer. Whoever takes it first waits for the log's background
+    /// write in flight, if any (`crate::log::background`); a failure of that
+    /// write poisons the log and is returned here, so the next call reports
+    /// it (later ones report the poisoning).
     pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
-        Ok(w.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut g = w.lock().unwrap_or_else(PoisonError::into_inner);
+        g.log.settle_background()?;
+        Ok(g)
     }
 
     /// The writer, unless someone holds it (an open step transaction): `None`
@@ -384,11 +390,13 @@ impl Db {
     /// deadlocking against a transaction of the same thread.
     pub(crate) fn try_lock_writer(&self) -> Result<Option<MutexGuard<'_, Writer>>> {
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
-        match w.try_lock() {
-            Ok(g) => Ok(Some(g)),
-            Err(std::sync::TryLockError::Poisoned(p)) => Ok(Some(p.into_inner())),
-            Err(std::sync::TryLockError::WouldBlock) => Ok(None),
-        }
+        let mut g = match w.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        g.log.settle_background()?;
+        Ok(Some(g))
     }
 
     /// Live steps, ascending.

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::background::{Background, Piece, PieceBytes};
 use super::segment_path;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -49,14 +50,14 @@ pub(crate) struct LogWriter {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     active_id: u64,
-    active: Box<dyn StorageFile>,
+    active: Arc<dyn StorageFile>,
     /// Logical end of the active segment, buffered bytes included.
     pos: u64,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_at: u64,
     /// Older segments written since the last sync, still to be synced.
-    sealed_dirty: BTreeMap<u64, Box<dyn StorageFile>>,
+    sealed_dirty: BTreeMap<u64, Arc<dyn StorageFile>>,
     active_dirty: bool,
     dir_dirty: bool,
     next_seq: u64,
@@ -64,6 +65,13 @@ pub(crate) struct LogWriter {
     /// Newest durable root, for the header of the next segment.
     last_root: Option<Location>,
     poisoned: Option<String>,
+    /// The thread writing large shared payloads, started by the first one.
+    background: Option<Background>,
+    /// Pieces of entries appended with [`LogWriter::append_shared`] and not
+    /// yet handed to the thread.
+    queued: Vec<Piece>,
+    /// The segment of the job in flight.
+    in_flight: u64,
 }
 
 impl LogWriter {
@@ -83,14 +91,14 @@ impl LogWriter {
                 let f = storage
                     .open(&path)
                     .map_err(|e| Error::io("open", &path, e))?;
-                (at.segment, f, end, false)
+                (at.segment, Arc::from(f), end, false)
             }
             None => {
                 let path = segment_path(dir, first_id);
                 let f = storage
                     .create_new(&path)
                     .map_err(|e| Error::io("create", &path, e))?;
-                (first_id, f, 0, true)
+                (first_id, Arc::from(f), 0, true)
             }
         };
         let mut w = LogWriter {
@@ -108,12 +116,81 @@ impl LogWriter {
             segment_limit,
             last_root: root.map(|r| r.0),
             poisoned: None,
+            background: None,
+            queued: Vec::new(),
+            in_flight: 0,
         };
         if root.is_none() {
             w.start_segment(None)?;
             w.sync()?;
         }
         Ok(w)
+    }
+
+    /// Hands the queued pieces to the background thread and waits for them
+    /// (see [`super::background`]); a failed write poisons the writer. Every
+    /// operation starts here, and so does whoever takes the database's
+    /// writer.
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        self.settle_background()?;
+        self.check()
+    }
+
+    /// [`LogWriter::settle`] for whoever takes the database's writer: only
+    /// the error of the background write itself, not an earlier poisoning
+    /// (which the taker's first operation reports).
+    pub(crate) fn settle_background(&mut self) -> Result<()> {
+        self.dispatch()?;
+        self.wait_background()
+    }
+
+    /// Hands the queued pieces to the background thread, after waiting for
+    /// its previous job: the caller goes on while they are written.
+    pub(crate) fn dispatch(&mut self) -> Result<()> {
+        self.wait_background()?;
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        self.check()?;
+        if !self.buf.is_empty() {
+            // The padding after the last payload.
+            self.queue(PieceBytes::Owned(self.buf.clone()));
+            self.buf.clear();
+        }
+        if self.background.is_none() {
+            match Background::start() {
+                Ok(b) => self.background = Some(b),
+                Err(e) => return Err(self.poison(Error::io("spawn log writer thread", "", e))),
+            }
+        }
+        let pieces = std::mem::take(&mut self.queued);
+        self.in_flight = self.active_id;
+        if let Some(Err(e)) = self.background.as_mut().map(|b| b.write(pieces)) {
+            let path = segment_path(&self.dir, self.active_id);
+            return Err(self.poison(Error::io("write", path, e)));
+        }
+        Ok(())
+    }
+
+    /// Waits for the background thread's job in flight, if any.
+    fn wait_background(&mut self) -> Result<()> {
+        if let Some(Err(e)) = self.background.as_mut().and_then(Background::wait) {
+            let path = segment_path(&self.dir, self.in_flight);
+            return Err(self.poison(Error::io("write", path, e)));
+        }
+        Ok(())
+    }
+
+    /// Queues `bytes` to be written at the end of what the file holds or
+    /// has queued (`buf_at`).
+    fn queue(&mut self, bytes: PieceBytes) {
+        let len = bytes.len() as u64;
+        self.queued.push(Piece {
+            file: Arc::clone(&self.active),
+            offset: self.buf_at,
+            bytes,
+        });
+        self.buf_at += len;
     }
 
     /// Fails with [`Error::Poisoned`] once an I/O error has poisoned the writer.
@@ -156,7 +233,7 @@ impl LogWriter {
     /// Writes buffered bytes to the file without syncing, so that a map can
     /// see them.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        self.check()?;
+        self.settle()?;
         self.flush_buf()
     }
 
@@ -198,11 +275,13 @@ impl LogWriter {
 
     /// Closes the active segment and starts the next one.
     fn roll(&mut self) -> Result<()> {
+        // A background job never spans two segments.
+        self.settle()?;
         self.flush_buf()?;
         let id = self.active_id + 1;
         let path = segment_path(&self.dir, id);
         let file = match self.storage.create_new(&path) {
-            Ok(f) => f,
+            Ok(f) => Arc::from(f),
             Err(e) => return Err(self.poison(Error::io("create", path, e))),
         };
         let old = std::mem::replace(&mut self.active, file);
@@ -218,18 +297,9 @@ impl LogWriter {
     /// Appends one entry and returns where it starts. `payload_crc` is the
     /// crc32 of `payload`, which the caller computed (it needs it for dedup).
     pub(crate) fn append(&mut self, mut header: EntryHeader, payload: &[u8]) -> Result<Location> {
-        self.check()?;
         debug_assert_eq!(header.payload_len, payload.len() as u64);
-        header.seq = self.next_seq;
-        let size = header.entry_size();
-        if self.pos > SEGMENT_HEADER_LEN && self.pos.saturating_add(size) > self.segment_limit {
-            self.roll()?;
-        }
-        let at = Location {
-            segment: self.active_id,
-            offset: self.pos,
-        };
-        header.encode_into(&mut self.buf);
+        self.settle()?;
+        let at = self.begin_entry(&mut header)?;
         if payload.len() >= DIRECT_WRITE {
             self.flush_buf()?;
             if let Err(e) = self.active.write_at(self.buf_at, payload) {
@@ -240,9 +310,51 @@ impl LogWriter {
         } else {
             self.buf.extend_from_slice(payload);
         }
-        let pad = (ALIGN - payload.len() as u64 % ALIGN) % ALIGN;
+        self.end_entry(at, &header)
+    }
+
+    /// Like [`LogWriter::append`], but the entry is only queued for the
+    /// background thread (see [`super::background`]): it is written once
+    /// [`LogWriter::dispatch`] hands the queue over, or by the next
+    /// operation on the log, which waits for it. An error writing it
+    /// poisons the writer then. The payload is shared, not copied.
+    pub(crate) fn append_shared(
+        &mut self,
+        mut header: EntryHeader,
+        payload: &Arc<Vec<u8>>,
+    ) -> Result<Location> {
+        debug_assert_eq!(header.payload_len, payload.len() as u64);
+        self.check()?;
+        let at = self.begin_entry(&mut header)?;
+        self.queue(PieceBytes::Owned(self.buf.clone()));
+        self.buf.clear();
+        self.queue(PieceBytes::Shared(Arc::clone(payload)));
+        self.end_entry(at, &header)
+    }
+
+    /// Numbers `header`, rolls to a new segment if the entry does not fit
+    /// the active one, and buffers the encoded header; returns where the
+    /// entry starts.
+    fn begin_entry(&mut self, header: &mut EntryHeader) -> Result<Location> {
+        header.seq = self.next_seq;
+        let size = header.entry_size();
+        if self.pos > SEGMENT_HEADER_LEN && self.pos.saturating_add(size) > self.segment_limit {
+            self.roll()?;
+        }
+        let at = Location {
+            segment: self.active_id,
+            offset: self.pos,
+        };
+        header.encode_into(&mut self.buf);
+        Ok(at)
+    }
+
+    /// Pads the entry at `at`, whose payload has been written or buffered,
+    /// to the alignment and counts it.
+    fn end_entry(&mut self, at: Location, header: &EntryHeader) -> Result<Location> {
+        let pad = (ALIGN - header.payload_len % ALIGN) % ALIGN;
         self.buf.resize(self.buf.len() + pad as usize, 0);
-        self.pos = at.offset + size;
+        self.pos = at.offset + header.entry_size();
         debug_assert_eq!(self.buf_at + self.buf.len() as u64, self.pos);
         self.next_seq += 1;
         self.active_dirty = true;
@@ -276,7 +388,7 @@ impl LogWriter {
 
     /// Makes everything appended so far durable.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.check()?;
+        self.settle()?;
         self.flush_buf()?;
         let sealed = std::mem::take(&mut self.sealed_dirty);
         for (id, f) in sealed {
@@ -310,7 +422,7 @@ impl LogWriter {
     /// removed and the mark's segment is cut back. Only uncommitted bytes are
     /// touched.
     pub(crate) fn rollback(&mut self, mark: Mark) -> Result<()> {
-        self.check()?;
+        self.settle()?;
         if self.mark().pos == mark.pos && self.active_id == mark.segment {
             return Ok(());
         }
@@ -325,7 +437,7 @@ impl LogWriter {
             self.active_id -= 1;
             let path = segment_path(&self.dir, self.active_id);
             match self.storage.open(&path) {
-                Ok(f) => self.active = f,
+                Ok(f) => self.active = Arc::from(f),
                 Err(e) => return Err(self.poison(Error::io("open", path, e))),
             }
         }
@@ -343,7 +455,7 @@ impl LogWriter {
     /// sure no live root names anything in it.
     #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn remove_segment(&mut self, id: u64) -> Result<()> {
-        self.check()?;
+        self.settle()?;
         let path = segment_path(&self.dir, id);
         if let Err(e) = self.storage.remove_file(&path) {
             return Err(self.poison(Error::io("remove", path, e)));

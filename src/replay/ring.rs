@@ -35,15 +35,19 @@ pub(crate) enum Page {
         start: usize,
     },
     /// Appended to the log (and pinned) but not mapped yet: the bytes are
-    /// still the page's own buffer. Mapping every page as it is appended
-    /// costs a remap of its window per page (five system calls); the
-    /// writable table instead maps a few of these at once (see `table.rs`).
-    Held { entry: EntryRef, bytes: Vec<u8> },
-    /// Not yet readable through a map: it filled while the writer was busy
-    /// (a step transaction was open). `written` is the entry a transaction
-    /// wrote it as, which is adopted once it is known to be permanent.
+    /// still the page's own buffer, shared with the log's background
+    /// writer until it has written them. The writable table maps these a
+    /// batch at a time (see `table.rs`).
+    Held {
+        entry: EntryRef,
+        bytes: Arc<Vec<u8>>,
+    },
+    /// Not appended yet: waiting for the batch it goes to the log with, or
+    /// for the writer (a step transaction was open). `written` is the entry
+    /// a transaction wrote it as, which is adopted once it is known to be
+    /// permanent.
     Pending {
-        bytes: Box<[u8]>,
+        bytes: Arc<Vec<u8>>,
         written: Option<EntryRef>,
     },
 }

@@ -3,22 +3,29 @@
 //!
 //! # Where a full page goes
 //!
-//! When the page being filled is full it is appended to the log at once, as
-//! a *detached* entry: no step transaction is open (the table takes the
-//! writer with `try_lock`, and an open `StepTx` holds it), so the entry is
-//! *pinned* — this process never truncates it (`crate::mmap`, rule 5) — and
-//! the table reads it back through a map from then on. It becomes committed
-//! when a commit's manifest names it (`StepTx::put_replay`); if the process
-//! dies first, recovery cuts it off with the rest of the uncommitted tail,
-//! which is right: no snapshot refers to it.
+//! A full page is kept in memory as [`Page::Pending`] until a batch of them
+//! ([`BATCH_BYTES`] or [`BATCH_PAGES`]) has filled; then the batch is
+//! appended to the log as *detached* entries: no step transaction is open
+//! (the table takes the writer with `try_lock`, and an open `StepTx` holds
+//! it), so the entries are *pinned* — this process never truncates them
+//! (`crate::mmap`, rule 5) — and the table reads them back through maps
+//! from then on. A page becomes committed when a commit's manifest names
+//! it (`StepTx::put_replay`); if the process dies first, recovery cuts it
+//! off with the rest of the uncommitted tail, which is right: no snapshot
+//! refers to it.
 //!
-//! When the writer is busy (the page filled while a transaction was open,
-//! e.g. a commit running on another thread), the page is kept in memory as
-//! [`Page::Pending`] and appended at the next push that finds the writer
-//! free. If a commit records the table first, the transaction writes the
-//! pending page as one of its own entries; once a later call sees that entry
-//! below a point that can no longer be rolled back, and its bytes equal the
-//! page's, the table adopts it instead of writing the page again.
+//! The log's background thread writes the batch (`crate::log::background`)
+//! while the table fills the next one: copying pages into the page cache
+//! costs more than filling them, and this way it runs on another core.
+//! The next batch first waits for it, so at most one batch is in flight.
+//!
+//! When the writer is busy (a transaction is open, e.g. a commit running on
+//! another thread), the pages stay pending and go with the next batch that
+//! finds the writer free. If a commit records the table first, the
+//! transaction writes the pending pages as its own entries; once a later
+//! call sees such an entry below a point that can no longer be rolled back,
+//! and its bytes equal the page's, the table adopts it instead of writing
+//! the page again.
 //!
 //! **Space reclamation respects pinned pages.** A detached page is in no
 //! manifest until a commit names it, so nothing counts it as live; a
@@ -38,13 +45,13 @@
 //! # Maps of pinned pages
 //!
 //! A page just appended stays readable from its own buffer
-//! ([`Page::Held`]) until the held pages reach [`HELD_BYTES`]; then they
-//! are mapped together, newest first, so that one remap of a window covers
-//! all of them, and their buffers are reused for the pages that follow.
-//! Remapping a window per page costs five system calls (open, stat, mmap,
-//! munmap, close) per page — a sizeable part of a push when pages are a few
-//! hundred KiB — while holding ~1 MiB costs no extra copy: the buffer moves
-//! from the fill slot to the page.
+//! ([`Page::Held`]) until the next batch, which waits for the background
+//! write and then maps the held pages together, newest first, so that one
+//! remap of a window covers all of them; their buffers are reused for the
+//! pages that follow. Remapping a window per page costs five system calls
+//! (open, stat, mmap, munmap, close) per page — a sizeable part of a push
+//! when pages are a few hundred KiB — while holding a batch costs no extra
+//! copy: the buffer moves from the fill slot to the page.
 //!
 //! Pinned pages are read through maps of *windows* of the file: the window
 //! of [`WINDOW`] bytes a page starts in is (re)mapped from its start to the
@@ -72,9 +79,13 @@ use super::schema::{
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
 
-/// Bytes of appended pages kept in their buffers before they are mapped
-/// together (and of spare buffers kept for reuse).
-const HELD_BYTES: usize = 1 << 20;
+/// Full pages are handed to the log together once this many bytes of them
+/// (or [`BATCH_PAGES`] pages) are pending; also the bytes of spare buffers
+/// kept for reuse.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// See [`BATCH_BYTES`]: small pages are not held back for long.
+const BATCH_PAGES: usize = 4;
 
 /// A replay table of a database opened for writing: a ring of transitions
 /// stored as pages in the log. See the [module documentation](crate::replay).
@@ -85,13 +96,13 @@ pub struct ReplayTable<'db> {
     windows: HashMap<(u64, u64), u32>,
     /// Number of `Page::Pending` pages.
     pending: usize,
+    /// Bytes of the `Page::Pending` pages.
+    pending_bytes: usize,
     /// The locations this table holds in the writer's pin set.
     pins: std::collections::BTreeSet<crate::format::Location>,
     /// Pages that were `Page::Held` when appended, oldest first (a page
     /// overwritten since may be listed twice or be held no more).
     held: Vec<usize>,
-    /// Bytes of the pages in `held`.
-    held_bytes: usize,
     /// Buffers of pages mapped since, reused as fill buffers.
     spare: Vec<Vec<u8>>,
     /// Byte ranges of the bool fields in a packed row (checked by
@@ -197,9 +208,9 @@ impl<'db> ReplayTable<'db> {
             ring,
             windows: HashMap::new(),
             pending: 0,
+            pending_bytes: 0,
             pins: Default::default(),
             held: Vec::new(),
-            held_bytes: 0,
             spare: Vec::new(),
             bool_ranges,
         };
@@ -218,9 +229,6 @@ impl<'db> ReplayTable<'db> {
     /// in any order; a missing, unknown or repeated field, a wrong dtype or a
     /// wrong shape is an error and leaves the table unchanged.
     pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
-        if self.pending > 0 {
-            self.flush_pending()?;
-        }
         let full = if in_schema_order(&self.ring.schema, row) {
             self.ring.push_with(|fill| {
                 for f in row {
@@ -247,9 +255,6 @@ impl<'db> ReplayTable<'db> {
     /// anything is pushed.
     pub fn push_batch(&mut self, columns: &[Field<'_>]) -> Result<()> {
         let (parts, rows) = match_fields(&self.ring.name, &self.ring.schema, columns, true)?;
-        if self.pending > 0 {
-            self.flush_pending()?;
-        }
         // Each column split into its rows once; a row is then written
         // straight into the fill buffer, field by field.
         let mut columns: Vec<std::slice::ChunksExact<'_, u8>> = parts
@@ -289,65 +294,35 @@ impl<'db> ReplayTable<'db> {
                 "a bool field holds a byte other than 0 or 1",
             ));
         }
-        if self.pending > 0 {
-            self.flush_pending()?;
-        }
         if let Some(k) = self.ring.push_packed(row) {
             self.page_full(k)?;
         }
         Ok(())
     }
 
-    /// Page `k` is full (its bytes are in the fill buffer): append it to
-    /// the log, or keep it pending when the writer is busy.
+    /// Page `k` is full (its bytes are in the fill buffer): keep it pending,
+    /// and hand the pending pages to the log once they reach
+    /// [`BATCH_BYTES`].
     fn page_full(&mut self, k: usize) -> Result<()> {
-        let db = self.db;
-        match db.try_lock_writer()? {
-            Some(mut w) => {
-                let bytes = std::mem::take(&mut self.ring.fill);
-                let entry = match self.append_entry(&mut w, k, &bytes) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.set_page(
-                            k,
-                            Page::Pending {
-                                bytes: bytes.into_boxed_slice(),
-                                written: None,
-                            },
-                        );
-                        self.ring.fill = Vec::with_capacity(self.page_bytes());
-                        return Err(e);
-                    }
-                };
-                drop(w);
-                self.held_bytes += bytes.len();
-                self.held.push(k);
-                self.set_page(k, Page::Held { entry, bytes });
-                self.ring.fill = match self.spare.pop() {
-                    Some(mut b) => {
-                        b.clear();
-                        b
-                    }
-                    None => Vec::with_capacity(self.page_bytes()),
-                };
-                if self.held_bytes >= HELD_BYTES {
-                    self.map_held()?;
-                }
-                Ok(())
+        let fresh = match self.spare.pop() {
+            Some(mut b) => {
+                b.clear();
+                b
             }
-            None => {
-                let fresh = Vec::with_capacity(self.page_bytes());
-                let bytes = std::mem::replace(&mut self.ring.fill, fresh);
-                self.set_page(
-                    k,
-                    Page::Pending {
-                        bytes: bytes.into_boxed_slice(),
-                        written: None,
-                    },
-                );
-                Ok(())
-            }
+            None => Vec::with_capacity(self.page_bytes()),
+        };
+        let bytes = std::mem::replace(&mut self.ring.fill, fresh);
+        self.set_page(
+            k,
+            Page::Pending {
+                bytes: Arc::new(bytes),
+                written: None,
+            },
+        );
+        if self.pending_bytes >= BATCH_BYTES || self.pending >= BATCH_PAGES {
+            self.flush_pending()?;
         }
+        Ok(())
     }
 
     fn page_bytes(&self) -> usize {
@@ -355,21 +330,30 @@ impl<'db> ReplayTable<'db> {
     }
 
     fn set_page(&mut self, k: usize, page: Page) {
-        if matches!(page, Page::Pending { .. }) {
+        if let Page::Pending { bytes, .. } = &page {
             self.pending += 1;
+            self.pending_bytes += bytes.len();
         }
-        if let Some(Page::Pending { .. }) = self.ring.pages[k].replace(page) {
+        if let Some(Page::Pending { bytes, .. }) = self.ring.pages[k].replace(page) {
             self.pending -= 1;
+            self.pending_bytes -= bytes.len();
         }
     }
 
-    /// Appends pending pages (or adopts what a transaction wrote for them)
-    /// if the writer is free; does nothing otherwise.
+    /// Appends the pending pages as detached entries (or adopts what a
+    /// transaction wrote for them) if the writer is free; does nothing
+    /// otherwise.
+    ///
+    /// The pages are written by the log's background thread while the
+    /// table fills the next ones: they stay readable from their buffers
+    /// ([`Page::Held`]) until the next call, which first waits for the
+    /// thread (taking the writer does) and then maps them.
     fn flush_pending(&mut self) -> Result<()> {
         let db = self.db;
         let Some(mut w) = db.try_lock_writer()? else {
             return Ok(());
         };
+        self.map_held()?;
         // No transaction is open: everything below the end of the log is
         // pinned.
         w.log.flush()?;
@@ -378,23 +362,24 @@ impl<'db> ReplayTable<'db> {
             let Some(Page::Pending { bytes, written }) = &self.ring.pages[k] else {
                 continue;
             };
-            let bytes = bytes.clone();
-            let adopted = match written.clone() {
-                Some(e) => self.adopt(&e, &bytes, pinned),
-                None => None,
-            };
-            let page = match adopted {
-                Some(p) => p,
-                None => self.append_pinned(&mut w, k, &bytes)?,
-            };
-            self.set_page(k, page);
+            let bytes = Arc::clone(bytes);
+            if let Some(e) = written.clone() {
+                if let Some(p) = self.adopt(&e, &bytes, pinned) {
+                    self.set_page(k, p);
+                    continue;
+                }
+            }
+            let entry = self.append_entry(&mut w, k, &bytes)?;
+            self.held.push(k);
+            self.set_page(k, Page::Held { entry, bytes });
         }
-        Ok(())
+        w.log.dispatch()
     }
 
     /// Maps the held pages, newest first (one remap of a window then covers
-    /// every older page in it), and keeps their buffers for reuse. A page
-    /// that fails to map stays held, readable from its buffer.
+    /// every older page in it), and keeps their buffers for reuse. The
+    /// caller holds the writer, so their writes are done. A page that fails
+    /// to map stays held, readable from its buffer.
     fn map_held(&mut self) -> Result<()> {
         while let Some(&k) = self.held.last() {
             if let Some(Page::Held { entry, .. }) = &self.ring.pages[k] {
@@ -403,28 +388,22 @@ impl<'db> ReplayTable<'db> {
                 let mapped = Page::Mapped { entry, map, start };
                 if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
                     let kept: usize = self.spare.iter().map(Vec::capacity).sum();
-                    if kept + bytes.capacity() <= HELD_BYTES {
-                        self.spare.push(bytes);
+                    if let Ok(bytes) = Arc::try_unwrap(bytes) {
+                        if kept + bytes.capacity() <= BATCH_BYTES {
+                            self.spare.push(bytes);
+                        }
                     }
                 }
             }
             self.held.pop();
         }
-        self.held_bytes = 0;
         Ok(())
     }
 
-    /// Appends page `k` as a detached entry and maps it. The caller holds
-    /// the writer outside any transaction.
-    fn append_pinned(&mut self, w: &mut Writer, k: usize, bytes: &[u8]) -> Result<Page> {
-        let entry = self.append_entry(w, k, bytes)?;
-        let (map, start) = self.map_pinned(&entry)?;
-        Ok(Page::Mapped { entry, map, start })
-    }
-
-    /// Appends page `k` as a detached entry and pins it. The caller holds
-    /// the writer outside any transaction.
-    fn append_entry(&mut self, w: &mut Writer, k: usize, bytes: &[u8]) -> Result<EntryRef> {
+    /// Queues page `k` as a detached entry and pins it. The caller holds
+    /// the writer outside any transaction. The payload is written in the
+    /// background (see [`crate::log::background`]).
+    fn append_entry(&mut self, w: &mut Writer, k: usize, bytes: &Arc<Vec<u8>>) -> Result<EntryRef> {
         let rows = self.ring.rows_in_page(k);
         let rs = self.ring.row_size() as u64;
         let key = page_key(&self.ring.name, k);
@@ -438,8 +417,7 @@ impl<'db> ReplayTable<'db> {
             key: key.clone(),
             shape: vec![rows, rs],
         };
-        let at = w.log.append(header, bytes)?;
-        w.log.flush()?;
+        let at = w.log.append_shared(header, bytes)?;
         if self.pins.insert(at) {
             *w.pinned.entry(at).or_default() += 1;
         }
@@ -567,7 +545,7 @@ impl<'db> ReplayTable<'db> {
             if !deleted {
                 continue;
             }
-            let bytes: Box<[u8]> = self.ring.maps[*map as usize]
+            let bytes: Vec<u8> = self.ring.maps[*map as usize]
                 .bytes()
                 .get(*start..*start + entry.len as usize)
                 .ok_or_else(|| {
@@ -580,7 +558,7 @@ impl<'db> ReplayTable<'db> {
             self.set_page(
                 k,
                 Page::Pending {
-                    bytes,
+                    bytes: Arc::new(bytes),
                     written: None,
                 },
             );

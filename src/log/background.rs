@@ -1,0 +1,155 @@
+//! The writer's background thread for large payloads.
+//!
+//! A replay table appends its full pages (hundreds of KiB each) every few
+//! thousand pushes. Copying them into the page cache is most of the cost of
+//! pushing: the `pwrite` costs more than filling the pages row by row. So
+//! the log writer can *queue* an entry whose payload is shared
+//! (`LogWriter::append_shared`) and hand a batch of queued entries to a
+//! thread of its own (`LogWriter::dispatch`); the pushing thread fills the
+//! next batch while the kernel copies the last one, on another core.
+//!
+//! # One job in flight, waited for by the next user of the writer
+//!
+//! A job is the pieces (headers, payloads, padding) of consecutive entries
+//! of one segment, written in order. At most one job is in flight, and the
+//! log writer waits for it (`LogWriter::settle`) before it does anything
+//! else, and so does whoever takes the database's writer
+//! (`Db::lock_writer`). So:
+//!
+//! * The storage sees the same operations in the same order in every run:
+//!   the seam's operation count, and with it every crash-test
+//!   enumeration, stays deterministic.
+//! * Nothing reads, syncs, truncates or maps the log while a write into it
+//!   is unfinished: a commit's `fdatasync` covers the pages, a rollback
+//!   cannot race them, and a map never covers bytes the file does not hold
+//!   yet.
+//! * A failed write is reported by the next operation: waiting for it
+//!   poisons the writer, as a failed write in place would have. The call
+//!   that queued the entries has returned by then; they are detached pages,
+//!   which no commit names until a later operation (the one that fails)
+//!   records them.
+//!
+//! Payloads are shared (`Arc`), not moved: the table keeps reading a page's
+//! rows from the same buffer while it is written.
+
+use std::io;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::storage::StorageFile;
+
+/// Bytes to write at `offset` of `file`.
+#[derive(Debug)]
+pub(crate) struct Piece {
+    pub file: Arc<dyn StorageFile>,
+    pub offset: u64,
+    pub bytes: PieceBytes,
+}
+
+/// A piece's bytes: a copy (entry headers and padding) or a shared payload.
+#[derive(Debug)]
+pub(crate) enum PieceBytes {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl PieceBytes {
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PieceBytes::Owned(v) => v,
+            PieceBytes::Shared(v) => v,
+        }
+    }
+}
+
+/// Writes `pieces` in order; stops at the first error.
+fn write_all(pieces: Vec<Piece>) -> io::Result<()> {
+    for p in pieces {
+        p.file.write_at(p.offset, p.bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The thread and its one write in flight.
+pub(crate) struct Background {
+    jobs: Option<Sender<Vec<Piece>>>,
+    done: Receiver<io::Result<()>>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: bool,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background")
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Background {
+    /// Starts the thread.
+    pub(crate) fn start() -> io::Result<Background> {
+        let (jobs, job_rx) = channel::<Vec<Piece>>();
+        let (done_tx, done) = channel();
+        let thread = std::thread::Builder::new()
+            .name("ckptdb-log-writer".into())
+            .spawn(move || {
+                for job in job_rx {
+                    // The pieces are dropped before the result is sent, so
+                    // that the waiter may take shared buffers back
+                    // (`Arc::try_unwrap`).
+                    let r = write_all(job);
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Background {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: false,
+        })
+    }
+
+    /// Starts writing `pieces`, in order. The caller has waited for the
+    /// previous job.
+    pub(crate) fn write(&mut self, pieces: Vec<Piece>) -> io::Result<()> {
+        debug_assert!(!self.in_flight);
+        match self.jobs.as_ref().map(|j| j.send(pieces)) {
+            Some(Ok(())) => {
+                self.in_flight = true;
+                Ok(())
+            }
+            _ => Err(stopped()),
+        }
+    }
+
+    /// Waits for the write in flight; `None` when there is none.
+    pub(crate) fn wait(&mut self) -> Option<io::Result<()>> {
+        if !std::mem::take(&mut self.in_flight) {
+            return None;
+        }
+        Some(self.done.recv().unwrap_or_else(|_| Err(stopped())))
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the log's background writer stopped")
+}
+
+impl Drop for Background {
+    /// Lets the write in flight finish (its result is lost: nothing names a
+    /// page that was never waited for) and stops the thread.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
