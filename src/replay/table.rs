@@ -105,9 +105,9 @@ pub struct ReplayTable<'db> {
     held: Vec<usize>,
     /// Buffers of pages mapped since, reused as fill buffers.
     spare: Vec<Vec<u8>>,
-    /// Byte ranges of the bool fields in a packed row (checked by
+    /// Offsets of the bytes of bool fields in a packed row (checked by
     /// [`ReplayTable::push_bytes`]).
-    bool_ranges: Box<[(usize, usize)]>,
+    bool_bytes: Box<[usize]>,
 }
 
 /// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
@@ -122,6 +122,11 @@ fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
         16 => buf.extend_from_slice(&<[u8; 16]>::try_from(bytes).unwrap_or_default()),
         _ => buf.extend_from_slice(bytes),
     }
+}
+
+#[cold]
+fn not_a_bool() -> Error {
+    Error::invalid("a bool field holds a byte other than 0 or 1")
 }
 
 /// The first location a rollback of the current transaction could cut.
@@ -199,9 +204,9 @@ impl<'db> ReplayTable<'db> {
             None => Ring::empty(name, schema.clone(), opts),
         };
         let sch = &ring.schema;
-        let bool_ranges = (0..sch.fields().len())
+        let bool_bytes = (0..sch.fields().len())
             .filter(|&i| sch.fields()[i].dtype == DType::Bool)
-            .map(|i| (sch.offset(i), sch.offset(i) + sch.size(i)))
+            .flat_map(|i| sch.offset(i)..sch.offset(i) + sch.size(i))
             .collect();
         let mut table = ReplayTable {
             db,
@@ -212,7 +217,7 @@ impl<'db> ReplayTable<'db> {
             pins: Default::default(),
             held: Vec::new(),
             spare: Vec::new(),
-            bool_ranges,
+            bool_bytes,
         };
         // Pin the recorded pages now, so no reclamation moves them before
         // this table records them again. A transaction holding the writer
@@ -279,30 +284,36 @@ impl<'db> ReplayTable<'db> {
     /// [`Row::bytes`](crate::replay::Row::bytes) returns).
     pub fn push_bytes(&mut self, row: &[u8]) -> Result<()> {
         if row.len() != self.ring.row_size() {
-            return Err(Error::ShapeMismatch {
-                what: format!("packed row of replay table {:?}", self.ring.name),
-                expected: vec![self.ring.row_size() as u64],
-                actual: vec![row.len() as u64],
-            });
+            return Err(self.wrong_row_size(row.len()));
         }
-        if self
-            .bool_ranges
+        // One test for all bool bytes: their OR is 0 or 1 exactly when each
+        // of them is.
+        let bools = self
+            .bool_bytes
             .iter()
-            .any(|&(a, b)| row.get(a..b).is_none_or(|v| v.iter().any(|&x| x > 1)))
-        {
-            return Err(Error::invalid(
-                "a bool field holds a byte other than 0 or 1",
-            ));
+            .fold(0u8, |acc, &at| acc | row.get(at).copied().unwrap_or(2));
+        if bools > 1 {
+            return Err(not_a_bool());
         }
-        if let Some(k) = self.ring.push_packed(row) {
-            self.page_full(k)?;
+        match self.ring.push_packed(row) {
+            Some(k) => self.page_full(k),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    #[cold]
+    fn wrong_row_size(&self, len: usize) -> Error {
+        Error::ShapeMismatch {
+            what: format!("packed row of replay table {:?}", self.ring.name),
+            expected: vec![self.ring.row_size() as u64],
+            actual: vec![len as u64],
+        }
     }
 
     /// Page `k` is full (its bytes are in the fill buffer): keep it pending,
     /// and hand the pending pages to the log once they reach
     /// [`BATCH_BYTES`].
+    #[inline(never)]
     fn page_full(&mut self, k: usize) -> Result<()> {
         let fresh = match self.spare.pop() {
             Some(mut b) => {
