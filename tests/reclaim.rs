@@ -3,29 +3,19 @@
 //! a read-only handle opened before still read identical bytes; a failure at
 //! any point of compaction leaves a database that reopens intact.
 
+mod switch_storage;
+
 use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ckptdb::storage::{FsStorage, Storage, StorageFile};
 use ckptdb::trainer::{CheckpointManager, CheckpointOptions};
 use ckptdb::{Db, DbOptions};
 use ndarray::Array1;
-
-/// Tests that spawn child processes run alone: a child forked while another
-/// test holds a database open inherits its `LOCK` descriptor until it execs,
-/// and a reopen in that window would find the database locked.
-static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn spawning_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
-    SPAWNING.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn not_while_spawning() -> std::sync::RwLockReadGuard<'static, ()> {
-    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
-}
+use switch_storage::{not_while_spawning, spawning_alone, Failing, SwitchStorage};
 
 const SEGMENT: u64 = 256 << 10;
 /// Elements of the per-step tensor (64 KiB of f32).
@@ -197,96 +187,32 @@ fn keep_last_three_bounds_disk() {
     assert_eq!(m.db().steps(), vec![98, 99, 100]);
 }
 
-/// Which storage operation fails.
-const FAIL_NOTHING: u8 = 0;
-const FAIL_WRITE: u8 = 1;
-const FAIL_REMOVE: u8 = 2;
-
-#[derive(Debug)]
-struct Failing {
-    mode: Arc<AtomicU8>,
-}
-
-#[derive(Debug)]
-struct FailingFile {
-    inner: Box<dyn StorageFile>,
-    mode: Arc<AtomicU8>,
-}
-
-fn injected() -> io::Error {
-    io::Error::other("injected failure")
-}
-
-impl Storage for Failing {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FailingFile {
-            inner: FsStorage.create_new(path)?,
-            mode: self.mode.clone(),
-        }))
-    }
-    fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FailingFile {
-            inner: FsStorage.open(path)?,
-            mode: self.mode.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        if self.mode.load(Ordering::SeqCst) == FAIL_REMOVE {
-            return Err(injected());
-        }
-        FsStorage.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(path)
-    }
-}
-
-impl StorageFile for FailingFile {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        if self.mode.load(Ordering::SeqCst) == FAIL_WRITE {
-            return Err(injected());
-        }
-        self.inner.write_at(offset, buf)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
 #[test]
 fn failed_compaction_loses_nothing() {
     let _serial = not_while_spawning();
-    for mode in [FAIL_WRITE, FAIL_REMOVE] {
+    for mode in [Failing::Writes, Failing::Removals] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.ckpt");
-        let flag = Arc::new(AtomicU8::new(FAIL_NOTHING));
-        let storage = Arc::new(Failing { mode: flag.clone() });
+        let storage = SwitchStorage::new();
         {
             let db = Db::open_with(
                 &path,
-                DbOptions::default().segment_size(SEGMENT).storage(storage),
+                DbOptions::default()
+                    .segment_size(SEGMENT)
+                    .storage(Arc::new(storage.clone())),
             )
             .unwrap();
             fill(&db);
-            flag.store(mode, Ordering::SeqCst);
-            assert!(db.compact().is_err(), "mode {mode}");
+            storage.set(mode);
+            assert!(db.compact().is_err(), "mode {mode:?}");
         }
         let db = Db::open(&path).unwrap();
-        assert_eq!(db.steps(), vec![10, 20, 30, 39, 40], "mode {mode}");
+        assert_eq!(db.steps(), vec![10, 20, 30, 39, 40], "mode {mode:?}");
         for s in db.steps() {
             check_step(&db, s);
         }
         let stats = db.compact().unwrap();
-        assert!(stats.segments_deleted >= 3, "mode {mode}: {stats:?}");
+        assert!(stats.segments_deleted >= 3, "mode {mode:?}: {stats:?}");
         for s in db.steps() {
             check_step(&db, s);
         }

@@ -2,30 +2,17 @@
 //! commits land in order, errors surface on the next call, and a crash while
 //! a commit is in flight loses at most that commit.
 
-use std::io;
+mod switch_storage;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckptdb::storage::{FsStorage, Storage, StorageFile};
 use ckptdb::trainer::{CheckpointManager, CheckpointOptions, PendingStep};
 use ckptdb::{Db, DbOptions, Error};
 use ndarray::{Array1, Array2};
-
-/// Tests that spawn child processes run alone: a child forked while another
-/// test holds a database open inherits its `LOCK` descriptor until it execs,
-/// and a reopen in that window would find the database locked.
-static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn spawning_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
-    SPAWNING.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn not_while_spawning() -> std::sync::RwLockReadGuard<'static, ()> {
-    SPAWNING.read().unwrap_or_else(|e| e.into_inner())
-}
+use switch_storage::{not_while_spawning, spawning_alone, Failing, SwitchStorage};
 
 #[test]
 fn async_commits_land_in_order_with_handover_contents() {
@@ -100,59 +87,6 @@ fn async_commits_land_in_order_with_handover_contents() {
     assert_eq!(t.as_slice::<u16>().unwrap(), &[1, 4, 2, 5, 3, 6]);
 }
 
-#[derive(Debug)]
-struct FailingWrites {
-    fail: Arc<AtomicBool>,
-}
-
-#[derive(Debug)]
-struct FailingFile {
-    inner: Box<dyn StorageFile>,
-    fail: Arc<AtomicBool>,
-}
-
-impl Storage for FailingWrites {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FailingFile {
-            inner: FsStorage.create_new(path)?,
-            fail: self.fail.clone(),
-        }))
-    }
-    fn open(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FailingFile {
-            inner: FsStorage.open(path)?,
-            fail: self.fail.clone(),
-        }))
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(path)
-    }
-}
-
-impl StorageFile for FailingFile {
-    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected write failure"));
-        }
-        self.inner.write_at(offset, buf)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-}
-
 fn pending(step: u64) -> PendingStep {
     let mut p = PendingStep::new();
     p.put_tensor_owned("w", Array1::from_elem(100_000, step as f32))
@@ -165,14 +99,14 @@ fn a_failed_async_commit_is_reported_by_the_next_call() {
     let _serial = not_while_spawning();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
-    let fail = Arc::new(AtomicBool::new(false));
+    let storage = SwitchStorage::new();
     {
-        let storage = Arc::new(FailingWrites { fail: fail.clone() });
-        let db = Db::open_with(&path, DbOptions::default().storage(storage)).unwrap();
+        let options = DbOptions::default().storage(Arc::new(storage.clone()));
+        let db = Db::open_with(&path, options).unwrap();
         let m = CheckpointManager::new(Arc::new(db), CheckpointOptions::new());
         m.save_async(1, pending(1)).unwrap();
         m.flush().unwrap();
-        fail.store(true, Ordering::SeqCst);
+        storage.set(Failing::Writes);
         // Handed over; the write fails in the background.
         m.save_async(2, pending(2)).unwrap();
         // The next call reports it, and does not start its own commit.
@@ -185,7 +119,7 @@ fn a_failed_async_commit_is_reported_by_the_next_call() {
         assert!(matches!(m.flush(), Err(Error::Poisoned { .. })));
         assert!(matches!(m.save(4, |_| Ok(())), Err(Error::Poisoned { .. })));
     }
-    fail.store(false, Ordering::SeqCst);
+    storage.set(Failing::Nothing);
     let db = Db::open(&path).unwrap();
     assert_eq!(db.steps(), vec![1]);
     let w = db
