@@ -67,10 +67,24 @@ impl PieceBytes {
     }
 }
 
-/// Writes `pieces` in order; stops at the first error.
+/// Writes `pieces` in order, each run of contiguous pieces of one file in
+/// one call; stops at the first error.
 fn write_all(pieces: Vec<Piece>) -> io::Result<()> {
-    for p in pieces {
-        p.file.write_at(p.offset, p.bytes.as_slice())?;
+    let mut i = 0;
+    while i < pieces.len() {
+        let first = &pieces[i];
+        let mut end = first.offset + first.bytes.len() as u64;
+        let mut j = i + 1;
+        while j < pieces.len()
+            && Arc::ptr_eq(&pieces[j].file, &first.file)
+            && pieces[j].offset == end
+        {
+            end += pieces[j].bytes.len() as u64;
+            j += 1;
+        }
+        let bufs: Vec<&[u8]> = pieces[i..j].iter().map(|p| p.bytes.as_slice()).collect();
+        first.file.write_all_vectored_at(first.offset, &bufs)?;
+        i = j;
     }
     Ok(())
 }

@@ -36,6 +36,18 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Writes `bufs` one after the other from `offset`. The default writes
+    /// them one by one; a file system backend gathers them into one call,
+    /// which copies a large batch into the page cache faster than many
+    /// calls of a few hundred KiB.
+    fn write_all_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs {
+            self.write_at(at, b)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// Truncates or extends the file.
@@ -95,6 +107,25 @@ impl StorageFile for FsFile {
         self.0.write_all_at(buf, offset)
     }
 
+    /// `writev` at the file position, which nothing else uses: every other
+    /// write is positional (`pwrite`).
+    fn write_all_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        use std::io::{IoSlice, Seek, SeekFrom, Write};
+        let mut f = &self.0;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match f.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
@@ -105,5 +136,26 @@ impl StorageFile for FsFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_write_lands_where_the_pieces_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = FsStorage.create_new(&path).unwrap();
+        f.write_at(0, b"0123456789").unwrap();
+        // Over the tail and past the end, from three pieces.
+        f.write_all_vectored_at(6, &[b"ab", b"", b"cdefg"]).unwrap();
+        f.write_at(0, b"x").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x12345abcdefg");
+        // The file position is not where positional writes go.
+        f.write_all_vectored_at(2, &[b"Y"]).unwrap();
+        f.write_at(13, b"!").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x1Y345abcdefg!");
     }
 }
