@@ -19,7 +19,7 @@ use ndarray::{ArrayBase, Data, Dimension};
 use serde::Serialize;
 
 use crate::catalog::{CatalogRoot, ContentIndex, StepChange};
-use crate::db::{prune_manifests, Db, Writer};
+use crate::db::{Db, Writer};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::format::{entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
@@ -510,7 +510,10 @@ pub(crate) fn publish(
     let payload = record.encode();
     let at = w.log.append_record(Kind::Commit, &payload)?;
     let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
-    let root = FoundRoot { at, end, record };
+    let mut root = FoundRoot { at, end, record };
+    // The new step's manifest goes to the view's manifest cache (see
+    // `View::set_root`), not along with every copy of the root.
+    let manifest = root.record.step.take().map(Arc::new);
     let target = CatalogRoot {
         generation: root.record.generation,
         at,
@@ -523,9 +526,7 @@ pub(crate) fn publish(
             manifest: m,
         })
         .collect();
-    let added: Vec<StepChange<'_>> = root
-        .record
-        .step
+    let added: Vec<StepChange<'_>> = manifest
         .iter()
         .map(|m| StepChange {
             step: m.step,
@@ -539,7 +540,7 @@ pub(crate) fn publish(
     // visible before the fsync has returned: the view is swapped and the
     // catalog transaction committed only then.
     let Writer { log, catalog, .. } = w;
-    let (synced, cataloged, view_root, manifest) = std::thread::scope(|s| {
+    let (synced, cataloged) = std::thread::scope(|s| {
         let mut sync = Some(s.spawn(|| log.sync()));
         let mut synced = None;
         // Joins the fsync (once) and says whether it succeeded.
@@ -552,13 +553,11 @@ pub(crate) fn publish(
             }
             matches!(synced, Some(Ok(())))
         };
-        let view_root = root.clone();
-        let manifest = root.record.step.as_ref().map(|m| Arc::new(m.clone()));
         let cataloged = catalog
             .as_mut()
             .map(|c| c.apply_gated(target, &removed, &added, &mut wait));
         wait();
-        (synced, cataloged, view_root, manifest)
+        (synced, cataloged)
     });
     match synced {
         Some(Ok(())) => {}
@@ -571,8 +570,7 @@ pub(crate) fn publish(
         if let Some(m) = manifest {
             view.manifests.insert(at, m);
         }
-        view.root = Some(view_root);
-        prune_manifests(&mut view);
+        view.set_root(Some(root.clone()));
     }
     if let Some(Err(_)) = cataloged {
         // The commit is durable; only the derived catalog failed. Stop
