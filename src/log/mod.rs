@@ -1,6 +1,7 @@
 //! The segment log: append (`write`), find the newest root (`recover`), and
 //! read committed entries through memory maps (`read`).
 
+mod flush;
 pub(crate) mod read;
 pub(crate) mod recover;
 pub(crate) mod write;

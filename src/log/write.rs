@@ -1,9 +1,10 @@
 //! Appending entries to the log.
 //!
 //! The writer appends to the active segment through the storage seam. Small
-//! entries are coalesced in a buffer; a large payload is written straight
-//! from the caller's slice, so a commit never holds a second copy of a big
-//! tensor. Nothing is synced until [`LogWriter::sync`], which the commit
+//! entries are coalesced in a buffer, and a full buffer is written by the
+//! write-behind thread while the next one fills (see `super::flush`); a
+//! large payload is written straight from the caller's slice, so a commit
+//! never holds a second copy of a big tensor. Nothing is synced until [`LogWriter::sync`], which the commit
 //! calls once after the commit record: `fdatasync` on every segment written
 //! since the last sync (oldest first), and a directory fsync when a segment
 //! file was created.
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::flush::Flusher;
 use super::segment_path;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -49,14 +51,18 @@ pub(crate) struct LogWriter {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     active_id: u64,
-    active: Box<dyn StorageFile>,
+    active: Arc<dyn StorageFile>,
     /// Logical end of the active segment, buffered bytes included.
     pos: u64,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_at: u64,
+    /// The write-behind thread, started when a buffer first fills.
+    flusher: Option<Flusher>,
+    /// An empty buffer to swap in when a full one is handed to the flusher.
+    spare: Vec<u8>,
     /// Older segments written since the last sync, still to be synced.
-    sealed_dirty: BTreeMap<u64, Box<dyn StorageFile>>,
+    sealed_dirty: BTreeMap<u64, Arc<dyn StorageFile>>,
     active_dirty: bool,
     dir_dirty: bool,
     next_seq: u64,
@@ -97,10 +103,12 @@ impl LogWriter {
             storage,
             dir: dir.to_owned(),
             active_id,
-            active,
+            active: Arc::from(active),
             pos,
             buf: Vec::with_capacity(BUFFER_LIMIT),
             buf_at: pos,
+            flusher: None,
+            spare: Vec::new(),
             sealed_dirty: BTreeMap::new(),
             active_dirty: false,
             dir_dirty,
@@ -183,7 +191,52 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Waits for the buffer the flusher is writing, if any; a failed write
+    /// poisons the writer. Every storage operation waits first (see
+    /// `super::flush` on their order).
+    fn wait_flushed(&mut self) -> Result<()> {
+        let Some((segment, buf, r)) = self.flusher.as_mut().and_then(Flusher::wait) else {
+            return Ok(());
+        };
+        if buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
+        if let Err(e) = r {
+            let path = segment_path(&self.dir, segment);
+            return Err(self.poison(Error::io("write", path, e)));
+        }
+        Ok(())
+    }
+
+    /// Hands the full buffer to the flusher and goes on with an empty one.
+    fn flush_behind(&mut self) -> Result<()> {
+        self.wait_flushed()?;
+        if self.flusher.is_none() {
+            match Flusher::start() {
+                Ok(f) => self.flusher = Some(f),
+                // No thread: write in place, as without one.
+                Err(_) => return self.flush_buf(),
+            }
+        }
+        let mut full = std::mem::take(&mut self.spare);
+        full.reserve(BUFFER_LIMIT);
+        std::mem::swap(&mut full, &mut self.buf);
+        let (at, len) = (self.buf_at, full.len() as u64);
+        let file = self.active.clone();
+        let sent = match self.flusher.as_mut() {
+            Some(f) => f.send(self.active_id, file, at, full),
+            None => Err(std::io::Error::other("no write-behind thread")),
+        };
+        if let Err(e) = sent {
+            let path = segment_path(&self.dir, self.active_id);
+            return Err(self.poison(Error::io("write", path, e)));
+        }
+        self.buf_at += len;
+        Ok(())
+    }
+
     fn flush_buf(&mut self) -> Result<()> {
+        self.wait_flushed()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -205,7 +258,7 @@ impl LogWriter {
             Ok(f) => f,
             Err(e) => return Err(self.poison(Error::io("create", path, e))),
         };
-        let old = std::mem::replace(&mut self.active, file);
+        let old = std::mem::replace(&mut self.active, Arc::from(file));
         if self.active_dirty {
             self.sealed_dirty.insert(self.active_id, old);
         }
@@ -247,7 +300,7 @@ impl LogWriter {
         self.next_seq += 1;
         self.active_dirty = true;
         if self.buf.len() >= BUFFER_LIMIT {
-            self.flush_buf()?;
+            self.flush_behind()?;
         }
         Ok(at)
     }
@@ -311,6 +364,7 @@ impl LogWriter {
     /// touched.
     pub(crate) fn rollback(&mut self, mark: Mark) -> Result<()> {
         self.check()?;
+        self.wait_flushed()?;
         if self.mark().pos == mark.pos && self.active_id == mark.segment {
             return Ok(());
         }
@@ -325,7 +379,7 @@ impl LogWriter {
             self.active_id -= 1;
             let path = segment_path(&self.dir, self.active_id);
             match self.storage.open(&path) {
-                Ok(f) => self.active = f,
+                Ok(f) => self.active = Arc::from(f),
                 Err(e) => return Err(self.poison(Error::io("open", path, e))),
             }
         }
@@ -344,6 +398,7 @@ impl LogWriter {
     #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn remove_segment(&mut self, id: u64) -> Result<()> {
         self.check()?;
+        self.wait_flushed()?;
         let path = segment_path(&self.dir, id);
         if let Err(e) = self.storage.remove_file(&path) {
             return Err(self.poison(Error::io("remove", path, e)));
