@@ -559,10 +559,17 @@ pub(crate) fn publish(
         wait();
         (synced, cataloged)
     });
-    match synced {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(e),
-        None => unreachable!("the fsync thread was joined"),
+    // `synced` is unset only if the fsync thread panicked while the catalog
+    // (which turns a panic into an error) was waiting for it: the root's
+    // durability is unknown, so the writer is poisoned like after a failed
+    // fsync.
+    let synced = synced.unwrap_or_else(|| {
+        Err(Error::Poisoned {
+            cause: "the commit's fsync did not complete".into(),
+        })
+    });
+    if let Err(e) = synced {
+        return Err(w.log.poison(e));
     }
     w.log.set_last_root(at);
     {
