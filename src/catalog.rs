@@ -28,7 +28,7 @@ use redb::{
 
 use crate::error::Result;
 use crate::format::Location;
-use crate::record::Manifest;
+use crate::record::{EntryRef, Manifest};
 
 type Loc = (u64, u64);
 
@@ -156,12 +156,17 @@ impl Catalog {
     }
 
     /// Applies one root: steps that left the live set and steps that joined.
+    ///
+    /// The changes are made in one redb transaction, committed only once
+    /// `gate` returns true; when it returns false the transaction is
+    /// abandoned and the catalog is left as it was.
     fn apply_unguarded(
         &mut self,
         root: CatalogRoot,
         removed: &[StepChange<'_>],
         added: &[StepChange<'_>],
-    ) -> Result<()> {
+        gate: impl FnOnce() -> bool,
+    ) -> Result<bool> {
         let mut tx = self.db.begin_write()?;
         self.since_durable += 1;
         if self.since_durable >= DURABLE_EVERY {
@@ -181,45 +186,76 @@ impl Catalog {
                 for key in c.manifest.entries.keys() {
                     history.remove((key.as_str(), c.step))?;
                 }
-                for e in c.manifest.entry_refs() {
-                    let l = loc(e.at);
-                    let (n, size) = refs.get(l)?.map(|g| g.value()).unwrap_or((1, 0));
-                    if n <= 1 {
-                        refs.remove(l)?;
-                        content.remove((e.len, e.crc), l)?;
-                        let live = segments.get(e.at.segment)?.map(|g| g.value()).unwrap_or(0);
-                        let live = live.saturating_sub(size);
-                        if live == 0 {
-                            segments.remove(e.at.segment)?;
-                        } else {
-                            segments.insert(e.at.segment, live)?;
-                        }
-                    } else {
-                        refs.insert(l, (n - 1, size))?;
-                    }
-                }
             }
             for c in added {
                 steps.insert(c.step, loc(c.manifest_at))?;
                 for (key, e) in &c.manifest.entries {
                     history.insert((key.as_str(), c.step), loc(e.at))?;
                 }
+            }
+            // The net change of each entry's count of live steps, in
+            // location order: one pass over `refs` that touches each row
+            // once, and one update per segment instead of one per entry.
+            let mut counts: BTreeMap<Loc, (i64, &EntryRef)> = BTreeMap::new();
+            for c in removed {
                 for e in c.manifest.entry_refs() {
-                    let l = loc(e.at);
+                    counts.entry(loc(e.at)).or_insert((0, e)).0 -= 1;
+                }
+            }
+            for c in added {
+                for e in c.manifest.entry_refs() {
+                    counts.entry(loc(e.at)).or_insert((0, e)).0 += 1;
+                }
+            }
+            let mut live_delta: BTreeMap<u64, i128> = BTreeMap::new();
+            let mut content_added = Vec::new();
+            for (l, (d, e)) in counts {
+                if d > 0 {
                     let size = e.disk_size();
-                    let n = refs.get(l)?.map(|g| g.value().0).unwrap_or(0);
-                    refs.insert(l, (n + 1, size))?;
-                    if n == 0 {
-                        content.insert((e.len, e.crc), l)?;
-                        let live = segments.get(e.at.segment)?.map(|g| g.value()).unwrap_or(0);
-                        segments.insert(e.at.segment, live + size)?;
+                    let old = refs.insert(l, (d as u64, size))?.map(|g| g.value());
+                    match old {
+                        Some((n, _)) => {
+                            refs.insert(l, (n + d as u64, size))?;
+                        }
+                        None => {
+                            content_added.push(((e.len, e.crc), l));
+                            *live_delta.entry(l.0).or_default() += i128::from(size);
+                        }
                     }
+                } else if d < 0 {
+                    let Some((n, size)) = refs.get(l)?.map(|g| g.value()) else {
+                        continue;
+                    };
+                    if n <= d.unsigned_abs() {
+                        refs.remove(l)?;
+                        content.remove((e.len, e.crc), l)?;
+                        *live_delta.entry(l.0).or_default() -= i128::from(size);
+                    } else {
+                        refs.insert(l, (n - d.unsigned_abs(), size))?;
+                    }
+                }
+            }
+            content_added.sort_unstable();
+            for (k, l) in content_added {
+                content.insert(k, l)?;
+            }
+            for (seg, d) in live_delta {
+                let live = segments.get(seg)?.map(|g| g.value()).unwrap_or(0);
+                let live = (i128::from(live) + d).clamp(0, i128::from(u64::MAX)) as u64;
+                if live == 0 {
+                    segments.remove(seg)?;
+                } else {
+                    segments.insert(seg, live)?;
                 }
             }
             meta.insert("root", (root.generation, root.at.segment, root.at.offset))?;
         }
+        if !gate() {
+            tx.abort()?;
+            return Ok(false);
+        }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// A read view of the dedup index, to be held for a whole transaction
@@ -303,7 +339,25 @@ impl Catalog {
         removed: &[StepChange<'_>],
         added: &[StepChange<'_>],
     ) -> Result<()> {
-        guarded("apply", || self.apply_unguarded(root, removed, added))
+        guarded("apply", || {
+            self.apply_unguarded(root, removed, added, || true)
+                .map(|_| ())
+        })
+    }
+
+    /// [`Catalog::apply`], done while the root is still being made durable:
+    /// every change is prepared, then `gate` waits for the log and says
+    /// whether the root is durable. Only then is the catalog transaction
+    /// committed (the catalog must never get ahead of the log); otherwise it
+    /// is abandoned. Returns whether it was committed.
+    pub(crate) fn apply_gated(
+        &mut self,
+        root: CatalogRoot,
+        removed: &[StepChange<'_>],
+        added: &[StepChange<'_>],
+        gate: impl FnOnce() -> bool,
+    ) -> Result<bool> {
+        guarded("apply", || self.apply_unguarded(root, removed, added, gate))
     }
 
     /// A read view of the dedup index, to be held for a whole transaction.

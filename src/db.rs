@@ -72,6 +72,28 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// A view whose current root is `root`.
+    pub(crate) fn of(root: Option<FoundRoot>) -> View {
+        let mut view = View::default();
+        view.set_root(root);
+        view
+    }
+
+    /// Makes `root` current and drops cached manifests of steps no longer
+    /// live. The manifest of the step the root added moves into the
+    /// manifest cache: the current root never holds one, so reading that
+    /// step does not decode the record a second time, and copying the root
+    /// (every commit does) does not copy thousands of entries.
+    pub(crate) fn set_root(&mut self, root: Option<FoundRoot>) {
+        self.root = root.map(|mut r| {
+            if let Some(m) = r.record.step.take() {
+                self.manifests.insert(r.at, Arc::new(m));
+            }
+            r
+        });
+        prune_manifests(self);
+    }
+
     pub(crate) fn record(&self) -> Option<&CommitRecord> {
         self.root.as_ref().map(|r| &r.record)
     }
@@ -280,10 +302,7 @@ impl Db {
         let mut db = Db {
             path,
             segments,
-            view: RwLock::new(View {
-                root: rec.root,
-                manifests: HashMap::new(),
-            }),
+            view: RwLock::new(View::of(rec.root)),
             writer: None,
         };
         let catalog = match db.catch_up(&mut catalog) {
@@ -324,10 +343,7 @@ impl Db {
         Ok(Db {
             path,
             segments: Arc::new(Segments::new(log_dir)),
-            view: RwLock::new(View {
-                root: rec.root,
-                manifests: HashMap::new(),
-            }),
+            view: RwLock::new(View::of(rec.root)),
             writer: None,
         })
     }
@@ -346,8 +362,7 @@ impl Db {
         if new <= old {
             return Ok(false);
         }
-        view.root = rec.root;
-        prune_manifests(&mut view);
+        view.set_root(rec.root);
         drop(view);
         // Stop holding maps of segments the writer reclaimed, so their
         // space comes back (snapshots keep their own maps).

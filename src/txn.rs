@@ -19,7 +19,7 @@ use ndarray::{ArrayBase, Data, Dimension};
 use serde::Serialize;
 
 use crate::catalog::{CatalogRoot, ContentIndex, StepChange};
-use crate::db::{prune_manifests, Db, Writer};
+use crate::db::{Db, Writer};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::format::{entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
@@ -509,46 +509,80 @@ pub(crate) fn publish(
     edit(&mut record);
     let payload = record.encode();
     let at = w.log.append_record(Kind::Commit, &payload)?;
-    w.log.sync()?;
-    w.log.set_last_root(at);
     let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
-    let root = FoundRoot { at, end, record };
+    let mut root = FoundRoot { at, end, record };
+    // The new step's manifest goes to the view's manifest cache (see
+    // `View::set_root`), not along with every copy of the root.
+    let manifest = root.record.step.take().map(Arc::new);
+    let target = CatalogRoot {
+        generation: root.record.generation,
+        at,
+    };
+    let removed: Vec<StepChange<'_>> = removed
+        .iter()
+        .map(|(step, at, m)| StepChange {
+            step: *step,
+            manifest_at: *at,
+            manifest: m,
+        })
+        .collect();
+    let added: Vec<StepChange<'_>> = manifest
+        .iter()
+        .map(|m| StepChange {
+            step: m.step,
+            manifest_at: at,
+            manifest: m,
+        })
+        .collect();
+    // The fsync runs on its own thread while this one prepares what the
+    // new root changes in memory and in the catalog: for a step of many
+    // entries that work takes as long as the fsync. Nothing of it becomes
+    // visible before the fsync has returned: the view is swapped and the
+    // catalog transaction committed only then.
+    let Writer { log, catalog, .. } = w;
+    let (synced, cataloged) = std::thread::scope(|s| {
+        let mut sync = Some(s.spawn(|| log.sync()));
+        let mut synced = None;
+        // Joins the fsync (once) and says whether it succeeded.
+        let mut wait = || -> bool {
+            if let Some(h) = sync.take() {
+                synced = Some(match h.join() {
+                    Ok(r) => r,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                });
+            }
+            matches!(synced, Some(Ok(())))
+        };
+        let cataloged = catalog
+            .as_mut()
+            .map(|c| c.apply_gated(target, &removed, &added, &mut wait));
+        wait();
+        (synced, cataloged)
+    });
+    // `synced` is unset only if the fsync thread panicked while the catalog
+    // (which turns a panic into an error) was waiting for it: the root's
+    // durability is unknown, so the writer is poisoned like after a failed
+    // fsync.
+    let synced = synced.unwrap_or_else(|| {
+        Err(Error::Poisoned {
+            cause: "the commit's fsync did not complete".into(),
+        })
+    });
+    if let Err(e) = synced {
+        return Err(w.log.poison(e));
+    }
+    w.log.set_last_root(at);
     {
         let mut view = db.write_view();
-        if let Some(m) = &root.record.step {
-            view.manifests.insert(at, Arc::new(m.clone()));
+        if let Some(m) = manifest {
+            view.manifests.insert(at, m);
         }
-        view.root = Some(root.clone());
-        prune_manifests(&mut view);
+        view.set_root(Some(root.clone()));
     }
-    if let Some(catalog) = w.catalog.as_mut() {
-        let removed: Vec<StepChange<'_>> = removed
-            .iter()
-            .map(|(step, at, m)| StepChange {
-                step: *step,
-                manifest_at: *at,
-                manifest: m,
-            })
-            .collect();
-        let added: Vec<StepChange<'_>> = root
-            .record
-            .step
-            .iter()
-            .map(|m| StepChange {
-                step: m.step,
-                manifest_at: at,
-                manifest: m,
-            })
-            .collect();
-        let target = CatalogRoot {
-            generation: root.record.generation,
-            at,
-        };
-        if catalog.apply(target, &removed, &added).is_err() {
-            // The commit is durable; only the derived catalog failed. Stop
-            // using it (no more dedup) and let the next open rebuild it.
-            w.catalog = None;
-        }
+    if let Some(Err(_)) = cataloged {
+        // The commit is durable; only the derived catalog failed. Stop
+        // using it (no more dedup) and let the next open rebuild it.
+        w.catalog = None;
     }
     Ok(root)
 }

@@ -1,12 +1,18 @@
-//! The writer's background thread for large payloads.
+//! The log writer's background thread.
 //!
-//! A replay table appends its full pages (hundreds of KiB each) every few
-//! thousand pushes. Copying them into the page cache is most of the cost of
-//! pushing: the `pwrite` costs more than filling the pages row by row. So
-//! the log writer can *queue* an entry whose payload is shared
-//! (`LogWriter::append_shared`) and hand a batch of queued entries to a
-//! thread of its own (`LogWriter::dispatch`); the pushing thread fills the
-//! next batch while the kernel copies the last one, on another core.
+//! Copying bytes into the page cache (`pwrite`) costs as much as everything
+//! else an append does, so the log writer hands two kinds of writes to a
+//! thread of its own and goes on:
+//!
+//! * a full buffer of small entries (a step of many small tensors), written
+//!   while the next buffer fills;
+//! * a batch of a replay table's full pages (hundreds of KiB each), queued
+//!   as entries whose payload is shared (`LogWriter::append_shared`) and
+//!   handed over together (`LogWriter::dispatch`), written while the table
+//!   fills the next batch.
+//!
+//! On a machine with a second core the copy then overlaps the work that
+//! produces the next bytes.
 //!
 //! # One job in flight, waited for by the next user of the writer
 //!
@@ -29,8 +35,9 @@
 //!   which no commit names until a later operation (the one that fails)
 //!   records them.
 //!
-//! Payloads are shared (`Arc`), not moved: the table keeps reading a page's
-//! rows from the same buffer while it is written.
+//! Page payloads are shared (`Arc`), not moved: the table keeps reading a
+//! page's rows from the same buffer while it is written. An owned buffer
+//! comes back with the job's result, for the next one to fill.
 
 use std::io;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -69,7 +76,7 @@ impl PieceBytes {
 
 /// Writes `pieces` in order, each run of contiguous pieces of one file in
 /// one call; stops at the first error.
-fn write_all(pieces: Vec<Piece>) -> io::Result<()> {
+fn write_all(pieces: &[Piece]) -> io::Result<()> {
     let mut i = 0;
     while i < pieces.len() {
         let first = &pieces[i];
@@ -89,10 +96,13 @@ fn write_all(pieces: Vec<Piece>) -> io::Result<()> {
     Ok(())
 }
 
+/// How a job went, and its largest owned buffer, emptied, for reuse.
+type Done = (io::Result<()>, Vec<u8>);
+
 /// The thread and its one write in flight.
 pub(crate) struct Background {
     jobs: Option<Sender<Vec<Piece>>>,
-    done: Receiver<io::Result<()>>,
+    done: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
     in_flight: bool,
 }
@@ -114,11 +124,20 @@ impl Background {
             .name("ckptdb-log-writer".into())
             .spawn(move || {
                 for job in job_rx {
+                    let r = write_all(&job);
                     // The pieces are dropped before the result is sent, so
                     // that the waiter may take shared buffers back
                     // (`Arc::try_unwrap`).
-                    let r = write_all(job);
-                    if done_tx.send(r).is_err() {
+                    let mut back = job
+                        .into_iter()
+                        .filter_map(|p| match p.bytes {
+                            PieceBytes::Owned(v) => Some(v),
+                            PieceBytes::Shared(_) => None,
+                        })
+                        .max_by_key(Vec::capacity)
+                        .unwrap_or_default();
+                    back.clear();
+                    if done_tx.send((r, back)).is_err() {
                         break;
                     }
                 }
@@ -144,12 +163,16 @@ impl Background {
         }
     }
 
-    /// Waits for the write in flight; `None` when there is none.
-    pub(crate) fn wait(&mut self) -> Option<io::Result<()>> {
+    /// Waits for the job in flight; `None` when there is none.
+    pub(crate) fn wait(&mut self) -> Option<Done> {
         if !std::mem::take(&mut self.in_flight) {
             return None;
         }
-        Some(self.done.recv().unwrap_or_else(|_| Err(stopped())))
+        Some(
+            self.done
+                .recv()
+                .unwrap_or_else(|_| (Err(stopped()), Vec::new())),
+        )
     }
 }
 

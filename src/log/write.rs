@@ -1,12 +1,14 @@
 //! Appending entries to the log.
 //!
 //! The writer appends to the active segment through the storage seam. Small
-//! entries are coalesced in a buffer; a large payload is written straight
-//! from the caller's slice, so a commit never holds a second copy of a big
-//! tensor. Nothing is synced until [`LogWriter::sync`], which the commit
-//! calls once after the commit record: `fdatasync` on every segment written
-//! since the last sync (oldest first), and a directory fsync when a segment
-//! file was created.
+//! entries are coalesced in a buffer, and a full buffer is written by the
+//! log's background thread while the next one fills (`super::background`);
+//! a replay table's full pages are queued for that thread too, shared, not
+//! copied. A large payload is written straight from the caller's slice, so
+//! a commit never holds a second copy of a big tensor. Nothing is synced
+//! until [`LogWriter::sync`], which the commit calls once after the commit
+//! record: `fdatasync` on every segment written since the last sync (oldest
+//! first), and a directory fsync when a segment file was created.
 //!
 //! Any I/O error poisons the writer: after a failed write or fsync the state
 //! of the file is unknown (a failed fsync may have dropped dirty pages), so
@@ -56,6 +58,10 @@ pub(crate) struct LogWriter {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_at: u64,
+    /// The write-behind thread, started when a buffer first fills.
+    /// An empty buffer to swap in when a full one is handed to the
+    /// background thread.
+    spare: Vec<u8>,
     /// Older segments written since the last sync, still to be synced.
     sealed_dirty: BTreeMap<u64, Arc<dyn StorageFile>>,
     active_dirty: bool,
@@ -109,6 +115,7 @@ impl LogWriter {
             pos,
             buf: Vec::with_capacity(BUFFER_LIMIT),
             buf_at: pos,
+            spare: Vec::new(),
             sealed_dirty: BTreeMap::new(),
             active_dirty: false,
             dir_dirty,
@@ -174,7 +181,13 @@ impl LogWriter {
 
     /// Waits for the background thread's job in flight, if any.
     fn wait_background(&mut self) -> Result<()> {
-        if let Some(Err(e)) = self.background.as_mut().and_then(Background::wait) {
+        let Some((r, buf)) = self.background.as_mut().and_then(Background::wait) else {
+            return Ok(());
+        };
+        if buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
+        if let Err(e) = r {
             let path = segment_path(&self.dir, self.in_flight);
             return Err(self.poison(Error::io("write", path, e)));
         }
@@ -260,7 +273,18 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Hands the full buffer to the background thread and goes on with an
+    /// empty one: the buffer is written while the next one fills.
+    fn flush_behind(&mut self) -> Result<()> {
+        let mut full = std::mem::take(&mut self.spare);
+        full.reserve(BUFFER_LIMIT);
+        std::mem::swap(&mut full, &mut self.buf);
+        self.queue(PieceBytes::Owned(full));
+        self.dispatch()
+    }
+
     fn flush_buf(&mut self) -> Result<()> {
+        self.settle_background()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -298,7 +322,10 @@ impl LogWriter {
     /// crc32 of `payload`, which the caller computed (it needs it for dedup).
     pub(crate) fn append(&mut self, mut header: EntryHeader, payload: &[u8]) -> Result<Location> {
         debug_assert_eq!(header.payload_len, payload.len() as u64);
-        self.settle()?;
+        // Only a write waits for the background job (`flush_buf`,
+        // `dispatch`): a buffered entry does not, so a buffer fills while
+        // the previous one is written.
+        self.check()?;
         let at = self.begin_entry(&mut header)?;
         if payload.len() >= DIRECT_WRITE {
             self.flush_buf()?;
@@ -359,7 +386,7 @@ impl LogWriter {
         self.next_seq += 1;
         self.active_dirty = true;
         if self.buf.len() >= BUFFER_LIMIT {
-            self.flush_buf()?;
+            self.flush_behind()?;
         }
         Ok(at)
     }
