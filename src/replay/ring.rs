@@ -216,6 +216,35 @@ impl Ring {
         Some(done)
     }
 
+    /// Rows the page being filled still takes (at least one).
+    pub(crate) fn rows_left_in_page(&self) -> usize {
+        (self.fill_target - self.fill.len()) / self.row_size()
+    }
+
+    /// Appends `n` rows, at most [`Ring::rows_left_in_page`], which `write`
+    /// writes into their (zeroed) bytes in the fill buffer. Returns the
+    /// page it completed, as [`Ring::push_packed`] does.
+    pub(crate) fn push_many(&mut self, n: usize, write: impl FnOnce(&mut [u8])) -> Option<usize> {
+        let start = self.fill.len();
+        self.fill.resize(start + n * self.row_size(), 0);
+        if let Some(region) = self.fill.get_mut(start..) {
+            write(region);
+        }
+        if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
+            let v = leaf_value(self.max_priority, a);
+            for j in 0..n as u64 {
+                t.set(((self.total + j) % self.opts.capacity) as usize, v);
+            }
+        }
+        self.total += n as u64;
+        if self.fill.len() < self.fill_target {
+            return None;
+        }
+        let done = self.cur;
+        self.set_cur();
+        Some(done)
+    }
+
     /// Recomputes the page being filled from `total`.
     fn set_cur(&mut self) {
         self.cur = self.cur_page();

@@ -80,9 +80,13 @@ use super::schema::{
 const WINDOW: u64 = 16 << 20;
 
 /// Full pages are handed to the log together once this many bytes of them
-/// (or [`BATCH_PAGES`] pages) are pending; also the bytes of spare buffers
-/// kept for reuse.
+/// (or [`BATCH_PAGES`] pages) are pending.
 const BATCH_BYTES: usize = 1 << 20;
+
+/// Bytes of page buffers kept for reuse: enough for the pages pending, the
+/// batch in flight and the next fill buffer, so that pushing does not fault
+/// in fresh memory (a page fault per 4 KiB) in steady state.
+const SPARE_BYTES: usize = 3 * BATCH_BYTES;
 
 /// See [`BATCH_BYTES`]: small pages are not held back for long.
 const BATCH_PAGES: usize = 4;
@@ -121,6 +125,35 @@ fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
         8 => buf.extend_from_slice(&<[u8; 8]>::try_from(bytes).unwrap_or_default()),
         16 => buf.extend_from_slice(&<[u8; 16]>::try_from(bytes).unwrap_or_default()),
         _ => buf.extend_from_slice(bytes),
+    }
+}
+
+/// Writes the values of `column` (`size` bytes each) at `offset` of the
+/// consecutive rows of `rs` bytes in `region`.
+fn scatter(region: &mut [u8], rs: usize, offset: usize, size: usize, column: &[u8]) {
+    fn fixed<const S: usize>(region: &mut [u8], rs: usize, offset: usize, column: &[u8]) {
+        for (row, value) in region.chunks_exact_mut(rs).zip(column.chunks_exact(S)) {
+            if let (Some(to), Ok(value)) =
+                (row.get_mut(offset..offset + S), <[u8; S]>::try_from(value))
+            {
+                to.copy_from_slice(&value);
+            }
+        }
+    }
+    match size {
+        0 => {}
+        1 => fixed::<1>(region, rs, offset, column),
+        2 => fixed::<2>(region, rs, offset, column),
+        4 => fixed::<4>(region, rs, offset, column),
+        8 => fixed::<8>(region, rs, offset, column),
+        16 => fixed::<16>(region, rs, offset, column),
+        _ => {
+            for (row, value) in region.chunks_exact_mut(rs).zip(column.chunks_exact(size)) {
+                if let Some(to) = row.get_mut(offset..offset + size) {
+                    to.copy_from_slice(value);
+                }
+            }
+        }
     }
 }
 
@@ -260,19 +293,24 @@ impl<'db> ReplayTable<'db> {
     /// anything is pushed.
     pub fn push_batch(&mut self, columns: &[Field<'_>]) -> Result<()> {
         let (parts, rows) = match_fields(&self.ring.name, &self.ring.schema, columns, true)?;
-        // Each column split into its rows once; a row is then written
-        // straight into the fill buffer, field by field.
-        let mut columns: Vec<std::slice::ChunksExact<'_, u8>> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| p.chunks_exact(self.ring.schema.size(i).max(1)))
+        let schema = &self.ring.schema;
+        let rs = schema.row_size();
+        let layout: Vec<(usize, usize)> = (0..parts.len())
+            .map(|i| (schema.offset(i), schema.size(i)))
             .collect();
-        for _ in 0..rows {
-            let full = self.ring.push_with(|fill| {
-                for c in columns.iter_mut() {
-                    extend_small(fill, c.next().unwrap_or_default());
+        // The rows that fit the page being filled are written column by
+        // column into the fill buffer: one tight loop per field, instead of
+        // a dispatch on the field's size for every field of every row.
+        let mut done = 0;
+        while done < rows {
+            let n = self.ring.rows_left_in_page().min(rows - done);
+            let full = self.ring.push_many(n, |region| {
+                for (part, &(offset, size)) in parts.iter().zip(&layout) {
+                    let column = part.get(done * size..(done + n) * size).unwrap_or_default();
+                    scatter(region, rs, offset, size, column);
                 }
             });
+            done += n;
             if let Some(k) = full {
                 self.page_full(k)?;
             }
@@ -400,7 +438,7 @@ impl<'db> ReplayTable<'db> {
                 if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
                     let kept: usize = self.spare.iter().map(Vec::capacity).sum();
                     if let Ok(bytes) = Arc::try_unwrap(bytes) {
-                        if kept + bytes.capacity() <= BATCH_BYTES {
+                        if kept + bytes.capacity() <= SPARE_BYTES {
                             self.spare.push(bytes);
                         }
                     }
