@@ -84,6 +84,22 @@ pub(crate) struct StepChange<'a> {
     pub manifest: &'a Manifest,
 }
 
+impl<'a> StepChange<'a> {
+    /// `(step, manifest location, manifest)` triples, borrowed as changes.
+    pub(crate) fn list<M: std::borrow::Borrow<Manifest>>(
+        items: &'a [(u64, Location, M)],
+    ) -> Vec<StepChange<'a>> {
+        items
+            .iter()
+            .map(|(step, at, m)| StepChange {
+                step: *step,
+                manifest_at: *at,
+                manifest: m.borrow(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Catalog {
     db: GuardedDatabase,

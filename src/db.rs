@@ -663,22 +663,8 @@ impl Db {
                 added.push((step, at, self.load_manifest(at, committed)?));
             }
         }
-        let removed: Vec<StepChange<'_>> = removed
-            .iter()
-            .map(|(step, at, m)| StepChange {
-                step: *step,
-                manifest_at: *at,
-                manifest: m,
-            })
-            .collect();
-        let added: Vec<StepChange<'_>> = added
-            .iter()
-            .map(|(step, at, m)| StepChange {
-                step: *step,
-                manifest_at: *at,
-                manifest: m,
-            })
-            .collect();
+        let removed = StepChange::list(&removed);
+        let added = StepChange::list(&added);
         catalog.apply(target, &removed, &added)?;
         catalog.persist()
     }

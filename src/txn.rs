@@ -518,14 +518,7 @@ pub(crate) fn publish(
         generation: root.record.generation,
         at,
     };
-    let removed: Vec<StepChange<'_>> = removed
-        .iter()
-        .map(|(step, at, m)| StepChange {
-            step: *step,
-            manifest_at: *at,
-            manifest: m,
-        })
-        .collect();
+    let removed = StepChange::list(&removed);
     let added: Vec<StepChange<'_>> = manifest
         .iter()
         .map(|m| StepChange {
