@@ -3,25 +3,41 @@
 
 mod replay_util;
 
-use ckptdb::replay::ReplayOptions;
+use ckptdb::replay::{ReplayOptions, ReplayTable};
 use ckptdb::{Db, DbOptions};
 use replay_util::*;
+
+/// The database at `path`, with segments of `segment` bytes so that pages
+/// spread over many, which compaction deletes or copies forward.
+fn open(path: &std::path::Path, segment: u64) -> Db {
+    Db::open_with(path, DbOptions::default().segment_size(segment)).unwrap()
+}
+
+/// The table `buf` of CartPole rows.
+fn table(db: &Db, capacity: u64, page: u64) -> ReplayTable<'_> {
+    db.replay_table("buf", &cartpole(), ReplayOptions::new(capacity, page))
+        .unwrap()
+}
+
+/// Commits step `step` holding only the table.
+fn record(db: &Db, t: &mut ReplayTable<'_>, step: u64) {
+    let mut tx = db.begin_step(step).unwrap();
+    tx.put_replay(t).unwrap();
+    tx.commit().unwrap();
+}
 
 #[test]
 fn compaction_keeps_pages_not_yet_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
-    let opts = || DbOptions::default().segment_size(64 << 10);
     {
-        let db = Db::open_with(&path, opts()).unwrap();
+        let db = open(&path, 64 << 10);
         let mut tx = db.begin_step(1).unwrap();
         tx.put_blob("old", &vec![7u8; 100_000]).unwrap();
         tx.commit().unwrap();
         // 100-row pages of 46 bytes: 4.6 KB each; 4000 rows span several
         // 64 KiB segments, none of them named by any root yet.
-        let mut t = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(10_000, 100))
-            .unwrap();
+        let mut t = table(&db, 10_000, 100);
         push_range(&mut t, 0..4_000);
         // A step that drops step 1, then a compaction that copies or
         // deletes everything it does not see as live.
@@ -33,9 +49,7 @@ fn compaction_keeps_pages_not_yet_recorded() {
         assert!(stats.segments_deleted >= 1, "{stats:?}");
         // Now the table is recorded: every page must still be readable.
         push_range(&mut t, 4_000..4_050);
-        let mut tx = db.begin_step(3).unwrap();
-        tx.put_replay(&mut t).unwrap();
-        tx.commit().unwrap();
+        record(&db, &mut t, 3);
         let got: Vec<u64> = (0..t.len()).map(|i| which(&t.get(i).unwrap())).collect();
         assert_eq!(got, (0..4_050).collect::<Vec<_>>());
         drop(t);
@@ -46,28 +60,18 @@ fn compaction_keeps_pages_not_yet_recorded() {
         tx.commit().unwrap();
         db.compact_with(1.0).unwrap();
     }
-    let db = Db::open_with(&path, opts()).unwrap();
-    let snap = db.snapshot(4).unwrap();
-    assert!(snap.verify().is_empty());
-    let v = snap.replay("buf").unwrap();
-    let got: Vec<u64> = (0..v.len()).map(|i| which(&v.get(i).unwrap())).collect();
-    assert_eq!(got, (0..4_050).collect::<Vec<_>>());
+    assert_eq!(rows_after_reopen(&path, 4), (0..4_050).collect::<Vec<_>>());
 }
 
 #[test]
 fn compaction_keeps_pages_an_open_table_recorded_in_dropped_steps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
-    let opts = || DbOptions::default().segment_size(64 << 10);
     {
-        let db = Db::open_with(&path, opts()).unwrap();
-        let mut t = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(10_000, 100))
-            .unwrap();
+        let db = open(&path, 64 << 10);
+        let mut t = table(&db, 10_000, 100);
         push_range(&mut t, 0..3_000);
-        let mut tx = db.begin_step(1).unwrap();
-        tx.put_replay(&mut t).unwrap();
-        tx.commit().unwrap();
+        record(&db, &mut t, 1);
         // Steps without the table drop step 1, the only one naming its
         // pages; nothing live references them any more, but the open table
         // will record them again.
@@ -96,20 +100,15 @@ fn compaction_keeps_pages_an_open_table_recorded_in_dropped_steps() {
         }
         assert!(db.snapshot(10).unwrap().verify().is_empty());
     }
-    let db = Db::open_with(&path, opts()).unwrap();
-    assert_eq!(db.steps(), vec![10]);
-    let snap = db.snapshot(10).unwrap();
-    assert!(snap.verify().is_empty(), "{:?}", snap.verify());
-    let v = snap.replay("buf").unwrap();
-    let got: Vec<u64> = (0..v.len()).map(|i| which(&v.get(i).unwrap())).collect();
-    assert_eq!(got, (0..3_130).collect::<Vec<_>>());
+    assert_eq!(Db::open(&path).unwrap().steps(), vec![10]);
+    assert_eq!(rows_after_reopen(&path, 10), (0..3_130).collect::<Vec<_>>());
 }
 
 /// Reads every row of `step`'s table `buf` after a reopen.
 fn rows_after_reopen(path: &std::path::Path, step: u64) -> Vec<u64> {
     let db = Db::open(path).unwrap();
     let snap = db.snapshot(step).unwrap();
-    assert!(snap.verify().is_empty());
+    assert!(snap.verify().is_empty(), "{:?}", snap.verify());
     let v = snap.replay("buf").unwrap();
     (0..v.len()).map(|i| which(&v.get(i).unwrap())).collect()
 }
@@ -123,14 +122,10 @@ fn recorded_pages_whose_segment_was_reclaimed_are_written_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     {
-        let db = Db::open_with(&path, DbOptions::default().segment_size(4096)).unwrap();
-        let mut t = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(1_000, 10))
-            .unwrap();
+        let db = open(&path, 4096);
+        let mut t = table(&db, 1_000, 10);
         push_range(&mut t, 0..200);
-        let mut tx = db.begin_step(1).unwrap();
-        tx.put_replay(&mut t).unwrap();
-        tx.commit().unwrap();
+        record(&db, &mut t, 1);
         let mut tx = db.begin_step(2).unwrap();
         tx.put_blob("other", b"x").unwrap();
         tx.drop_step(1).unwrap();
@@ -143,9 +138,7 @@ fn recorded_pages_whose_segment_was_reclaimed_are_written_again() {
         db.compact().unwrap();
         assert!(log_bytes(&path) <= before);
         push_range(&mut t, 200..205);
-        let mut tx = db.begin_step(3).unwrap();
-        tx.put_replay(&mut t).unwrap();
-        tx.commit().unwrap();
+        record(&db, &mut t, 3);
         // Pushing goes on from the rewritten pages.
         push_range(&mut t, 205..230);
         let mut tx = db.begin_step_from(4, 3).unwrap();
@@ -171,10 +164,8 @@ fn recorded_pages_copied_forward_are_named_at_their_copy() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     {
-        let db = Db::open_with(&path, DbOptions::default().segment_size(4096)).unwrap();
-        let mut t = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(1_000, 10))
-            .unwrap();
+        let db = open(&path, 4096);
+        let mut t = table(&db, 1_000, 10);
         push_range(&mut t, 0..30);
         let mut tx = db.begin_step(1).unwrap();
         tx.put_blob("pad", &vec![3u8; 1000]).unwrap();
@@ -211,29 +202,21 @@ fn a_table_opened_during_a_transaction_survives_compaction_before_it_pins() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
     {
-        let db = Db::open_with(&path, DbOptions::default().segment_size(4096)).unwrap();
+        let db = open(&path, 4096);
         {
-            let mut t = db
-                .replay_table("buf", &cartpole(), ReplayOptions::new(1_000, 10))
-                .unwrap();
+            let mut t = table(&db, 1_000, 10);
             push_range(&mut t, 0..200);
-            let mut tx = db.begin_step(1).unwrap();
-            tx.put_replay(&mut t).unwrap();
-            tx.commit().unwrap();
+            record(&db, &mut t, 1);
         }
         let mut tx = db.begin_step(2).unwrap();
-        let mut t = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(1_000, 10))
-            .unwrap();
+        let mut t = table(&db, 1_000, 10);
         tx.put_blob("other", b"x").unwrap();
         tx.drop_step(1).unwrap();
         tx.commit().unwrap();
         let stats = db.compact().unwrap();
         assert!(stats.segments_deleted >= 1, "{stats:?}");
         push_range(&mut t, 200..205);
-        let mut tx = db.begin_step(3).unwrap();
-        tx.put_replay(&mut t).unwrap();
-        tx.commit().unwrap();
+        record(&db, &mut t, 3);
     }
     assert_eq!(rows_after_reopen(&path, 3), (0..205).collect::<Vec<_>>());
 }

@@ -203,17 +203,7 @@ impl Ring {
     #[inline]
     pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Option<usize> {
         write(&mut self.fill);
-        if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
-            let slot = self.total % self.opts.capacity;
-            t.set(slot as usize, leaf_value(self.max_priority, a));
-        }
-        self.total += 1;
-        if self.fill.len() < self.fill_target {
-            return None;
-        }
-        let done = self.cur;
-        self.set_cur();
-        Some(done)
+        self.count_pushed(1)
     }
 
     /// Rows the page being filled still takes (at least one).
@@ -230,13 +220,21 @@ impl Ring {
         if let Some(region) = self.fill.get_mut(start..) {
             write(region);
         }
+        self.count_pushed(n as u64)
+    }
+
+    /// Counts `n` rows just written to the fill buffer: they get the
+    /// maximum priority, and if they completed the page the ring moves on
+    /// to the next one, whose number is returned.
+    #[inline]
+    fn count_pushed(&mut self, n: u64) -> Option<usize> {
         if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
             let v = leaf_value(self.max_priority, a);
-            for j in 0..n as u64 {
+            for j in 0..n {
                 t.set(((self.total + j) % self.opts.capacity) as usize, v);
             }
         }
-        self.total += n as u64;
+        self.total += n;
         if self.fill.len() < self.fill_target {
             return None;
         }

@@ -198,14 +198,24 @@ impl fmt::Debug for FaultStorage {
 impl FaultStorage {
     /// A storage that injects `fault`.
     pub fn new(fault: Fault) -> FaultStorage {
+        FaultStorage::with_files(fault, HashMap::new(), BTreeSet::new())
+    }
+
+    /// A storage that injects `fault`, counting from zero, and knows what
+    /// of `files` is durable.
+    fn with_files(
+        fault: Fault,
+        files: HashMap<PathBuf, Tracked>,
+        undurable_names: BTreeSet<PathBuf>,
+    ) -> FaultStorage {
         FaultStorage {
             state: Arc::new(Mutex::new(State {
                 fault,
                 ops: 0,
                 crashed: false,
                 failed: false,
-                files: HashMap::new(),
-                undurable_names: BTreeSet::new(),
+                files,
+                undurable_names,
             })),
         }
     }
@@ -244,16 +254,7 @@ impl FaultStorage {
     /// wrote. Operations are counted from zero again.
     pub fn next_process(&self, fault: Fault) -> FaultStorage {
         let old = self.lock();
-        FaultStorage {
-            state: Arc::new(Mutex::new(State {
-                fault,
-                ops: 0,
-                crashed: false,
-                failed: false,
-                files: old.files.clone(),
-                undurable_names: old.undurable_names.clone(),
-            })),
-        }
+        FaultStorage::with_files(fault, old.files.clone(), old.undurable_names.clone())
     }
 
     /// Crashes now with `seed`: rewrites every touched file to a possible
