@@ -12,10 +12,14 @@ use ckptdb::replay::ReplayOptions;
 use ckptdb::storage::fault::{Fault, FaultStorage, IoFault};
 use ckptdb::storage::Storage;
 use ckptdb::{Db, DbOptions, Error};
-use replay_util::{cartpole, push_range, which};
+use replay_util::{cartpole, push_range, which, ROW_BYTES};
 
 /// Rows per page: a batch (4 pages) is 32 rows.
 const PAGE: u64 = 8;
+
+fn table_options() -> ReplayOptions {
+    ReplayOptions::new(1000, PAGE).write_batch(4 * PAGE as usize * ROW_BYTES)
+}
 
 fn options(storage: Arc<dyn Storage>) -> DbOptions {
     DbOptions::default().storage(storage)
@@ -25,7 +29,7 @@ fn options(storage: Arc<dyn Storage>) -> DbOptions {
 /// transaction, the rest by the commit).
 fn commit_step_one(db: &Db) {
     let mut table = db
-        .replay_table("buf", &cartpole(), ReplayOptions::new(1000, PAGE))
+        .replay_table("buf", &cartpole(), table_options())
         .unwrap();
     push_range(&mut table, 0..40);
     let mut tx = db.begin_step(1).unwrap();
@@ -43,7 +47,7 @@ fn failed_background_page_write_is_reported_by_the_next_call() {
         let db = Db::open_with(dir.path().join("probe.ckpt"), options(probe.shared())).unwrap();
         commit_step_one(&db);
         let mut table = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(1000, PAGE))
+            .replay_table("buf", &cartpole(), table_options())
             .unwrap();
         let before = probe.ops();
         push_range(&mut table, 40..72);
@@ -63,7 +67,7 @@ fn failed_background_page_write_is_reported_by_the_next_call() {
         let db = Db::open_with(&path, options(fs.shared())).unwrap();
         commit_step_one(&db);
         let mut table = db
-            .replay_table("buf", &cartpole(), ReplayOptions::new(1000, PAGE))
+            .replay_table("buf", &cartpole(), table_options())
             .unwrap();
         // The pushes that hand the batch over succeed...
         push_range(&mut table, 40..72);

@@ -13,10 +13,12 @@ fn open(path: &std::path::Path, segment: u64) -> Db {
     Db::open_with(path, DbOptions::default().segment_size(segment)).unwrap()
 }
 
-/// The table `buf` of CartPole rows.
+/// The table `buf` of CartPole rows, handing its full pages to the log
+/// four at a time (outside any transaction, so they are pinned).
 fn table(db: &Db, capacity: u64, page: u64) -> ReplayTable<'_> {
-    db.replay_table("buf", &cartpole(), ReplayOptions::new(capacity, page))
-        .unwrap()
+    let batch = 4 * page as usize * ROW_BYTES;
+    let opts = ReplayOptions::new(capacity, page).write_batch(batch);
+    db.replay_table("buf", &cartpole(), opts).unwrap()
 }
 
 /// Commits step `step` holding only the table.

@@ -3,7 +3,7 @@
 
 mod replay_util;
 
-use ckptdb::replay::{Field, FieldSpec, ReplayOptions, Schema};
+use ckptdb::replay::{Field, FieldSpec, ReplayOptions, Schema, MAX_WRITE_BATCH};
 use ckptdb::{DType, Db, Error};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -235,6 +235,12 @@ fn reopening_with_another_schema_or_geometry_is_an_error() {
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     }
     assert!(db.replay_table("buf", &cartpole(), opts).is_ok());
+    // The write batch is how this process writes, not part of the table.
+    let t = db
+        .replay_table("buf", &cartpole(), opts.write_batch(1 << 10))
+        .unwrap();
+    assert_eq!(t.len(), 5);
+    drop(t);
     // A table the step does not hold, at a given step.
     assert!(matches!(
         db.replay_table_at("other", &cartpole(), opts, 1)
@@ -272,6 +278,7 @@ fn bad_schemas_and_options_are_refused() {
         ReplayOptions::new(10, 11),
         ReplayOptions::new(10, 5).prioritized(f64::NAN),
         ReplayOptions::new(10, 5).prioritized(-1.0),
+        ReplayOptions::new(10, 5).write_batch(MAX_WRITE_BATCH + 1),
     ] {
         assert!(matches!(
             db.replay_table("buf", &s, o).unwrap_err(),

@@ -78,6 +78,8 @@
 //! # }
 //! ```
 
+mod fill;
+mod packed;
 mod ring;
 mod sample;
 mod schema;
@@ -88,8 +90,8 @@ use rand::Rng;
 
 pub use sample::{Batch, Column, SampleIndex};
 pub use schema::{
-    Field, FieldSpec, ReplayOptions, Schema, MAX_CAPACITY, MAX_FIELDS, MAX_PAGE_BYTES,
-    MAX_ROW_BYTES,
+    Field, FieldSpec, ReplayOptions, Schema, DEFAULT_WRITE_BATCH, MAX_CAPACITY, MAX_FIELDS,
+    MAX_PAGE_BYTES, MAX_ROW_BYTES, MAX_WRITE_BATCH,
 };
 pub use table::ReplayTable;
 

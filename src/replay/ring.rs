@@ -22,6 +22,7 @@ use crate::mmap::Mapping;
 use crate::record::{EntryRef, ReplayTableState};
 use crate::DType;
 
+use super::fill::FillPage;
 use super::schema::{ReplayOptions, Schema, StoredMeta};
 use super::sumtree::SumTree;
 
@@ -73,11 +74,9 @@ pub(crate) struct Ring {
     /// Maps the mapped pages point into.
     pub maps: Vec<Arc<Mapping>>,
     pub pages: Vec<Option<Page>>,
-    pub fill: Vec<u8>,
+    pub fill: FillPage,
     /// The page being filled (`cur_page()`, kept to spare divisions).
     cur: usize,
-    /// Bytes of the page being filled when it is full.
-    fill_target: usize,
     pub prio: Option<SumTree>,
     /// Largest priority given so far; new transitions get it.
     pub max_priority: f64,
@@ -101,12 +100,11 @@ impl Ring {
     pub(crate) fn empty(name: &str, schema: Schema, opts: ReplayOptions) -> Ring {
         let pages = opts.capacity.div_ceil(opts.page_size) as usize;
         let prio = opts.alpha.map(|_| SumTree::new(opts.capacity as usize));
-        let fill_target = opts.page_size as usize * schema.row_size();
+        let first_page = opts.page_size.min(opts.capacity) as usize * schema.row_size();
         Ring {
             cur: 0,
-            fill_target,
             name: name.to_owned(),
-            fill: Vec::with_capacity(opts.page_size as usize * schema.row_size()),
+            fill: FillPage::with_buffer(Vec::new(), first_page),
             schema,
             opts,
             total: 0,
@@ -167,7 +165,7 @@ impl Ring {
         let k = (slot / self.opts.page_size) as usize;
         let r = (slot % self.opts.page_size) as usize;
         if k == self.cur && (r + 1) * rs <= self.fill.len() {
-            return self.fill.get(r * rs..(r + 1) * rs);
+            return self.fill.filled().get(r * rs..(r + 1) * rs);
         }
         match self.pages.get(k)?.as_ref()? {
             Page::Mapped { map, start, .. } => {
@@ -192,35 +190,49 @@ impl Ring {
 
     /// Appends one packed row to the fill buffer and counts it. Returns the
     /// number of the page it completed, if it did: the ring has then moved
-    /// on to the next page, and the caller must move the completed page's
-    /// bytes out of the fill buffer before anything reads the ring.
+    /// on to the next page, and the caller must replace the fill buffer
+    /// ([`Ring::take_full_page`]) before anything reads the ring.
+    #[inline]
     pub(crate) fn push_packed(&mut self, row: &[u8]) -> Option<usize> {
-        self.push_with(|fill| fill.extend_from_slice(row))
+        if self.fill.push(row) {
+            self.count_pushed(1)
+        } else {
+            None
+        }
     }
 
-    /// [`Ring::push_packed`] of the row that `write` appends to the fill
-    /// buffer (exactly one row's bytes).
+    /// [`Ring::push_packed`] of the row that `write` writes into its slot
+    /// (every byte of it).
     #[inline]
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Option<usize> {
-        write(&mut self.fill);
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut [u8])) -> Option<usize> {
+        let rs = self.row_size();
+        let slot = self.fill.next_mut(rs)?;
+        write(slot);
+        self.fill.commit(rs);
         self.count_pushed(1)
     }
 
     /// Rows the page being filled still takes (at least one).
     pub(crate) fn rows_left_in_page(&self) -> usize {
-        (self.fill_target - self.fill.len()) / self.row_size()
+        (self.fill.capacity() - self.fill.len()) / self.row_size()
     }
 
     /// Appends `n` rows, at most [`Ring::rows_left_in_page`], which `write`
-    /// writes into their (zeroed) bytes in the fill buffer. Returns the
-    /// page it completed, as [`Ring::push_packed`] does.
+    /// writes into their bytes in the fill buffer (every byte of them).
+    /// Returns the page it completed, as [`Ring::push_packed`] does.
     pub(crate) fn push_many(&mut self, n: usize, write: impl FnOnce(&mut [u8])) -> Option<usize> {
-        let start = self.fill.len();
-        self.fill.resize(start + n * self.row_size(), 0);
-        if let Some(region) = self.fill.get_mut(start..) {
-            write(region);
-        }
+        let bytes = n * self.row_size();
+        let region = self.fill.next_mut(bytes)?;
+        write(region);
+        self.fill.commit(bytes);
         self.count_pushed(n as u64)
+    }
+
+    /// The rows of the page just completed, leaving an empty fill buffer
+    /// for the page being filled now, made of `spare`'s allocation.
+    pub(crate) fn take_full_page(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        let bytes = self.rows_in_page(self.cur) as usize * self.row_size();
+        self.fill.replace(FillPage::with_buffer(spare, bytes))
     }
 
     /// Counts `n` rows just written to the fill buffer: they get the
@@ -235,18 +247,12 @@ impl Ring {
             }
         }
         self.total += n;
-        if self.fill.len() < self.fill_target {
+        if self.fill.len() < self.fill.capacity() {
             return None;
         }
         let done = self.cur;
-        self.set_cur();
-        Some(done)
-    }
-
-    /// Recomputes the page being filled from `total`.
-    fn set_cur(&mut self) {
         self.cur = self.cur_page();
-        self.fill_target = self.rows_in_page(self.cur) as usize * self.row_size();
+        Some(done)
     }
 
     /// Sets the priorities of `(slot, serial)` pairs whose slot still holds
@@ -320,11 +326,8 @@ impl Ring {
         };
         let meta = StoredMeta::decode(&state.schema).map_err(&bad)?;
         let schema = Schema::new(meta.fields.clone()).map_err(|e| bad(e.to_string()))?;
-        let opts = ReplayOptions {
-            capacity: meta.capacity,
-            page_size: meta.page_size,
-            alpha: meta.alpha,
-        };
+        let mut opts = ReplayOptions::new(meta.capacity, meta.page_size);
+        opts.alpha = meta.alpha;
         opts.validate(&schema).map_err(|e| bad(e.to_string()))?;
         let counters: StoredRing =
             postcard::from_bytes(&state.ring).map_err(|e| bad(format!("ring state: {e}")))?;
@@ -365,14 +368,17 @@ impl Ring {
             total: counters.total,
             maps: Vec::new(),
             pages: (0..n_pages).map(|_| None).collect(),
-            fill: Vec::new(),
+            fill: FillPage::default(),
             cur: 0,
-            fill_target: 0,
             prio: None,
             max_priority: counters.max_priority,
         };
-        ring.set_cur();
         let cur = ring.cur_page();
+        ring.cur = cur;
+        ring.fill = FillPage::with_buffer(
+            Vec::new(),
+            ring.rows_in_page(cur) as usize * ring.row_size(),
+        );
         let full = ring.total >= ring.capacity();
         let rs = ring.row_size() as u64;
         let mut seg_map: std::collections::HashMap<u64, u32> = Default::default();
@@ -412,7 +418,9 @@ impl Ring {
             Some(e) => {
                 check_entry(e, Kind::ReplayPage, ring.fill_rows(), rs).map_err(&bad)?;
                 let bytes = segments.payload(maps, e, true)?;
-                ring.fill.extend_from_slice(bytes);
+                if !ring.fill.extend(bytes) {
+                    return Err(bad("the partial page is larger than a page".into()));
+                }
             }
             None if ring.fill_rows() > 0 => return Err(bad("the partial page is missing".into())),
             None => {}

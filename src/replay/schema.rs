@@ -223,7 +223,16 @@ pub struct ReplayOptions {
     pub page_size: u64,
     /// `Some(α)` keeps per-transition priorities for prioritized sampling.
     pub alpha: Option<f64>,
+    /// See [`ReplayOptions::write_batch`]. Not stored: it is how this
+    /// process writes, not what the table is.
+    write_batch: usize,
 }
+
+/// The default of [`ReplayOptions::write_batch`].
+pub const DEFAULT_WRITE_BATCH: usize = 2 << 20;
+
+/// The largest [`ReplayOptions::write_batch`].
+pub const MAX_WRITE_BATCH: usize = 256 << 20;
 
 impl ReplayOptions {
     /// A uniform table of `capacity` transitions in pages of `page_size`.
@@ -232,7 +241,31 @@ impl ReplayOptions {
             capacity,
             page_size,
             alpha: None,
+            write_batch: DEFAULT_WRITE_BATCH,
         }
+    }
+
+    /// Bytes of full pages a writable table gathers before it hands them
+    /// to the log together, default [`DEFAULT_WRITE_BATCH`] (2 MiB).
+    ///
+    /// Full pages wait in memory until a batch of this many bytes is
+    /// complete; a background thread then writes the batch to the log while
+    /// the table fills the next one (see [`ReplayTable`]). Each hand-over
+    /// costs two thread wake-ups, so larger batches push faster, up to a
+    /// few MiB; the table holds up to about three batches of page buffers
+    /// on the heap. A commit that records the table writes the pages still
+    /// waiting, so the batch size never changes what a snapshot holds.
+    /// Not stored in the database.
+    ///
+    /// [`ReplayTable`]: crate::replay::ReplayTable
+    pub fn write_batch(mut self, bytes: usize) -> ReplayOptions {
+        self.write_batch = bytes;
+        self
+    }
+
+    /// The bytes set by [`ReplayOptions::write_batch`].
+    pub fn write_batch_bytes(&self) -> usize {
+        self.write_batch
     }
 
     /// Keeps priorities, sampled with probability `p^alpha / Σ p^alpha`.
@@ -252,6 +285,12 @@ impl ReplayOptions {
             return Err(Error::invalid(format!(
                 "replay page size must be 1 to the capacity {}, got {}",
                 self.capacity, self.page_size
+            )));
+        }
+        if self.write_batch > MAX_WRITE_BATCH {
+            return Err(Error::invalid(format!(
+                "a replay write batch must be at most {MAX_WRITE_BATCH} bytes, got {}",
+                self.write_batch
             )));
         }
         let page_bytes = self.page_size.saturating_mul(schema.row_size() as u64);

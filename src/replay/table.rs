@@ -4,7 +4,7 @@
 //! # Where a full page goes
 //!
 //! A full page is kept in memory as [`Page::Pending`] until a batch of them
-//! ([`BATCH_BYTES`] or [`BATCH_PAGES`]) has filled; then the batch is
+//! ([`ReplayOptions::write_batch`] bytes) has filled; then the batch is
 //! appended to the log as *detached* entries: no step transaction is open
 //! (the table takes the writer with `try_lock`, and an open `StepTx` holds
 //! it), so the entries are *pinned* — this process never truncates them
@@ -71,6 +71,7 @@ use crate::record::{EntryRef, ReplayTableState};
 use crate::txn::StepTx;
 use crate::DType;
 
+use super::packed::{copy, BoolBytes};
 use super::ring::{payload_offset, Page, Ring};
 use super::schema::{
     field_bytes, in_schema_order, match_fields, Field, ReplayOptions, Schema, StoredMeta,
@@ -79,17 +80,10 @@ use super::schema::{
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
 
-/// Full pages are handed to the log together once this many bytes of them
-/// (or [`BATCH_PAGES`] pages) are pending.
-const BATCH_BYTES: usize = 1 << 20;
-
-/// Bytes of page buffers kept for reuse: enough for the pages pending, the
-/// batch in flight and the next fill buffer, so that pushing does not fault
-/// in fresh memory (a page fault per 4 KiB) in steady state.
-const SPARE_BYTES: usize = 3 * BATCH_BYTES;
-
-/// See [`BATCH_BYTES`]: small pages are not held back for long.
-const BATCH_PAGES: usize = 4;
+/// Batches of page buffers kept for reuse: enough for the pages pending,
+/// the batch in flight and the next fill buffer, so that pushing does not
+/// fault in fresh memory (a page fault per 4 KiB) in steady state.
+const SPARE_BATCHES: usize = 3;
 
 /// A replay table of a database opened for writing: a ring of transitions
 /// stored as pages in the log. See the [module documentation](crate::replay).
@@ -100,6 +94,8 @@ pub struct ReplayTable<'db> {
     windows: HashMap<(u64, u64), u32>,
     /// Number of `Page::Pending` pages.
     pending: usize,
+    /// Pending bytes that make a batch ([`ReplayOptions::write_batch`]).
+    write_batch: usize,
     /// Bytes of the `Page::Pending` pages.
     pending_bytes: usize,
     /// The locations this table holds in the writer's pin set.
@@ -109,23 +105,9 @@ pub struct ReplayTable<'db> {
     held: Vec<usize>,
     /// Buffers of pages mapped since, reused as fill buffers.
     spare: Vec<Vec<u8>>,
-    /// Offsets of the bytes of bool fields in a packed row (checked by
+    /// The bool bytes of a packed row (checked by
     /// [`ReplayTable::push_bytes`]).
-    bool_bytes: Box<[usize]>,
-}
-
-/// `buf.extend_from_slice(bytes)`, with the common small field sizes copied
-/// inline instead of through a `memcpy` call.
-#[inline]
-fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
-    match bytes.len() {
-        1 => buf.push(bytes[0]),
-        2 => buf.extend_from_slice(&<[u8; 2]>::try_from(bytes).unwrap_or_default()),
-        4 => buf.extend_from_slice(&<[u8; 4]>::try_from(bytes).unwrap_or_default()),
-        8 => buf.extend_from_slice(&<[u8; 8]>::try_from(bytes).unwrap_or_default()),
-        16 => buf.extend_from_slice(&<[u8; 16]>::try_from(bytes).unwrap_or_default()),
-        _ => buf.extend_from_slice(bytes),
-    }
+    bool_bytes: BoolBytes,
 }
 
 /// Writes the values of `column` (`size` bytes each) at `offset` of the
@@ -236,16 +218,13 @@ impl<'db> ReplayTable<'db> {
             }
             None => Ring::empty(name, schema.clone(), opts),
         };
-        let sch = &ring.schema;
-        let bool_bytes = (0..sch.fields().len())
-            .filter(|&i| sch.fields()[i].dtype == DType::Bool)
-            .flat_map(|i| sch.offset(i)..sch.offset(i) + sch.size(i))
-            .collect();
+        let bool_bytes = BoolBytes::of(&ring.schema);
         let mut table = ReplayTable {
             db,
             ring,
             windows: HashMap::new(),
             pending: 0,
+            write_batch: opts.write_batch_bytes(),
             pending_bytes: 0,
             pins: Default::default(),
             held: Vec::new(),
@@ -268,16 +247,25 @@ impl<'db> ReplayTable<'db> {
     /// wrong shape is an error and leaves the table unchanged.
     pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
         let full = if in_schema_order(&self.ring.schema, row) {
-            self.ring.push_with(|fill| {
+            self.ring.push_with(|slot| {
+                let mut at = 0;
                 for f in row {
-                    extend_small(fill, field_bytes(f));
+                    let bytes = field_bytes(f);
+                    if let Some(to) = slot.get_mut(at..at + bytes.len()) {
+                        copy(to, bytes);
+                    }
+                    at += bytes.len();
                 }
             })
         } else {
             let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
-            self.ring.push_with(|fill| {
+            self.ring.push_with(|slot| {
+                let mut at = 0;
                 for p in &parts {
-                    fill.extend_from_slice(p);
+                    if let Some(to) = slot.get_mut(at..at + p.len()) {
+                        to.copy_from_slice(p);
+                    }
+                    at += p.len();
                 }
             })
         };
@@ -319,18 +307,15 @@ impl<'db> ReplayTable<'db> {
     }
 
     /// Appends one row given as packed bytes in schema order (what
-    /// [`Row::bytes`](crate::replay::Row::bytes) returns).
+    /// [`Row::bytes`](crate::replay::Row::bytes) returns). A row of the
+    /// wrong length, or with a bool byte other than 0 or 1, is an error
+    /// and leaves the table unchanged.
+    #[inline]
     pub fn push_bytes(&mut self, row: &[u8]) -> Result<()> {
         if row.len() != self.ring.row_size() {
             return Err(self.wrong_row_size(row.len()));
         }
-        // One test for all bool bytes: their OR is 0 or 1 exactly when each
-        // of them is.
-        let bools = self
-            .bool_bytes
-            .iter()
-            .fold(0u8, |acc, &at| acc | row.get(at).copied().unwrap_or(2));
-        if bools > 1 {
+        if !self.bool_bytes.valid(row) {
             return Err(not_a_bool());
         }
         match self.ring.push_packed(row) {
@@ -350,17 +335,11 @@ impl<'db> ReplayTable<'db> {
 
     /// Page `k` is full (its bytes are in the fill buffer): keep it pending,
     /// and hand the pending pages to the log once they reach
-    /// [`BATCH_BYTES`].
+    /// [`ReplayOptions::write_batch`] bytes.
     #[inline(never)]
     fn page_full(&mut self, k: usize) -> Result<()> {
-        let fresh = match self.spare.pop() {
-            Some(mut b) => {
-                b.clear();
-                b
-            }
-            None => Vec::with_capacity(self.page_bytes()),
-        };
-        let bytes = std::mem::replace(&mut self.ring.fill, fresh);
+        let spare = self.spare.pop().unwrap_or_default();
+        let bytes = self.ring.take_full_page(spare);
         self.set_page(
             k,
             Page::Pending {
@@ -368,14 +347,10 @@ impl<'db> ReplayTable<'db> {
                 written: None,
             },
         );
-        if self.pending_bytes >= BATCH_BYTES || self.pending >= BATCH_PAGES {
+        if self.pending_bytes >= self.write_batch {
             self.flush_pending()?;
         }
         Ok(())
-    }
-
-    fn page_bytes(&self) -> usize {
-        self.ring.opts.page_size as usize * self.ring.row_size()
     }
 
     fn set_page(&mut self, k: usize, page: Page) {
@@ -437,8 +412,9 @@ impl<'db> ReplayTable<'db> {
                 let mapped = Page::Mapped { entry, map, start };
                 if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
                     let kept: usize = self.spare.iter().map(Vec::capacity).sum();
+                    let limit = SPARE_BATCHES * self.write_batch.max(bytes.len());
                     if let Ok(bytes) = Arc::try_unwrap(bytes) {
-                        if kept + bytes.capacity() <= SPARE_BYTES {
+                        if kept + bytes.capacity() <= limit {
                             self.spare.push(bytes);
                         }
                     }
@@ -690,7 +666,7 @@ impl<'db> ReplayTable<'db> {
                 Kind::ReplayPage,
                 Some(DType::U8),
                 vec![self.ring.fill_rows(), rs],
-                &self.ring.fill,
+                self.ring.fill.filled(),
             )?)
         } else {
             None

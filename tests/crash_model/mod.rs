@@ -37,7 +37,10 @@ fn table_index(name: &str) -> usize {
 /// Capacity and page size of table `name` of [`TABLES`].
 pub fn table_options(name: &str) -> ReplayOptions {
     let (_, capacity, page) = TABLES[table_index(name)];
-    ReplayOptions::new(capacity, page)
+    // Batches of two pages, so that the workloads' short runs of pushes
+    // hand full pages to the log outside transactions.
+    let page_bytes = page as usize * replay_schema().row_size();
+    ReplayOptions::new(capacity, page).write_batch(2 * page_bytes)
 }
 
 /// The fields of row `id` of table `name`.
