@@ -191,8 +191,21 @@ fn push_batch_and_push_bytes_store_the_same_rows_as_push() {
     .unwrap();
     let packed = t.get(3).unwrap().bytes().to_vec();
     t.push_bytes(&packed).unwrap();
+    // Named fields in another order, shapes given as tensors: the same row.
+    let x = &ts[5];
+    t.push(&[
+        Field::scalar("truncated", &x.truncated),
+        Field::tensor("next_obs", &x.next_obs, &[4]),
+        Field::tensor("reward", std::slice::from_ref(&x.reward), &[]),
+        Field::scalar("terminated", &x.terminated),
+        Field::raw("action", DType::I64, &[], &x.action.to_le_bytes()),
+        Field::tensor("obs", &x.obs, &[4]),
+    ])
+    .unwrap();
+    let five = t.get(5).unwrap().bytes().to_vec();
+    assert_eq!(t.get(t.len() - 1).unwrap().bytes(), &five[..]);
     let got: Vec<u64> = (0..t.len()).map(|i| which(&t.get(i).unwrap())).collect();
-    assert_eq!(got, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3]);
+    assert_eq!(got, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 5]);
     // Typed access checks the dtype.
     let mut rng = StdRng::seed_from_u64(0);
     let b = t.sample_uniform(&mut rng, 4).unwrap();

@@ -9,8 +9,6 @@
 //! and are never read: every byte of a row is written before the row is
 //! counted, because a row's fields cover it exactly.
 
-use super::packed::copy;
-
 /// See the [module documentation](self).
 #[derive(Default)]
 pub(crate) struct FillPage {
@@ -41,19 +39,6 @@ impl FillPage {
     #[inline]
     pub(crate) fn capacity(&self) -> usize {
         self.buf.len()
-    }
-
-    /// Appends `row`; false (and nothing written) when it does not fit.
-    #[inline]
-    pub(crate) fn push(&mut self, row: &[u8]) -> bool {
-        match self.buf.get_mut(self.len..self.len + row.len()) {
-            Some(slot) => {
-                copy(slot, row);
-                self.len += row.len();
-                true
-            }
-            None => false,
-        }
     }
 
     /// The next `bytes` bytes, for the caller to write completely before
@@ -96,9 +81,11 @@ mod tests {
     #[test]
     fn a_page_takes_rows_until_full() {
         let mut page = FillPage::with_buffer(Vec::new(), 10);
-        assert!(page.push(&[1, 2, 3, 4]));
-        assert!(page.push(&[5, 6, 7, 8]));
-        assert!(!page.push(&[9, 10, 11, 12]), "a row past the end");
+        for row in [[1, 2, 3, 4], [5, 6, 7, 8]] {
+            page.next_mut(4).unwrap().copy_from_slice(&row);
+            page.commit(4);
+        }
+        assert!(page.next_mut(4).is_none(), "a row past the end");
         assert_eq!(page.filled(), &[1, 2, 3, 4, 5, 6, 7, 8]);
         page.next_mut(2).unwrap().copy_from_slice(&[9, 10]);
         page.commit(2);

@@ -2,7 +2,7 @@
 //! padding. What the push paths need to write and check them at tens of
 //! millions of rows a second.
 
-use super::schema::Schema;
+use super::schema::{Dims, Field, Schema};
 use crate::DType;
 
 /// `dst.copy_from_slice(src)` for slices of equal length, with the lengths
@@ -109,6 +109,161 @@ fn short_word(row: &[u8], at: usize) -> u64 {
     }
 }
 
+/// The bytes of `bytes` ORed together bytewise into a word (some bytes more
+/// than once, which does not change an OR): a field of bools is valid when
+/// no byte of the result has a bit other than the lowest.
+#[inline(always)]
+fn or_bytes(bytes: &[u8]) -> u64 {
+    fn word<const W: usize>(bytes: Option<&[u8; W]>) -> u64 {
+        let mut w = [0u8; 8];
+        if let Some(b) = bytes {
+            w[..W].copy_from_slice(b);
+        }
+        u64::from_le_bytes(w)
+    }
+    match bytes.len() {
+        0 => 0,
+        1 => u64::from(bytes[0]),
+        2..=3 => word::<2>(bytes.first_chunk()) | word::<2>(bytes.last_chunk()),
+        4..=7 => word::<4>(bytes.first_chunk()) | word::<4>(bytes.last_chunk()),
+        _ => {
+            let mut acc = word::<8>(bytes.last_chunk());
+            for c in bytes.chunks_exact(8) {
+                acc |= word::<8>(c.first_chunk());
+            }
+            acc
+        }
+    }
+}
+
+/// The fields of a schema as `push` checks and writes them: the common case
+/// of a row given in schema order, each field a scalar or vector of the
+/// schema's dtype and length, is checked and written in one pass over
+/// compact per-field records, without allocating.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RowPlan {
+    fields: Box<[FieldPlan]>,
+    row_size: usize,
+}
+
+#[derive(Clone, Debug)]
+struct FieldPlan {
+    name: Box<str>,
+    dtype: DType,
+    /// The shape as a [`Field`] made by [`Field::scalar`] or
+    /// [`Field::vector`] gives it; `None` for any other shape, which only
+    /// the general path takes.
+    dims: Option<PlanDims>,
+    size: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PlanDims {
+    Scalar,
+    Vector(usize),
+}
+
+impl RowPlan {
+    pub(crate) fn of(schema: &Schema) -> RowPlan {
+        let fields = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FieldPlan {
+                name: f.name.as_str().into(),
+                dtype: f.dtype,
+                dims: match f.shape.as_slice() {
+                    [] => Some(PlanDims::Scalar),
+                    &[n] => usize::try_from(n).ok().map(PlanDims::Vector),
+                    _ => None,
+                },
+                size: schema.size(i),
+            })
+            .collect();
+        RowPlan {
+            fields,
+            row_size: schema.row_size(),
+        }
+    }
+
+    /// Writes `row` into `slot` (one row's bytes) when its fields are the
+    /// schema's, in order, each with the schema's name and dtype, the
+    /// shape given as a scalar or a vector, and bools 0 or 1. Returns false
+    /// otherwise, with `slot` partly written: the caller then goes through
+    /// [`match_fields`](super::schema::match_fields), which takes any order
+    /// and shape form and says precisely what is wrong.
+    #[inline]
+    pub(crate) fn write(&self, row: &[Field<'_>], slot: &mut [u8]) -> bool {
+        if row.len() != self.fields.len() || slot.len() != self.row_size {
+            return false;
+        }
+        let mut at = 0;
+        for (f, p) in row.iter().zip(self.fields.iter()) {
+            let dims = match f.dims {
+                Dims::Scalar => Some(PlanDims::Scalar),
+                Dims::Vector(n) => Some(PlanDims::Vector(n)),
+                _ => None,
+            };
+            let ok = dims.is_some()
+                && dims == p.dims
+                && f.dtype == p.dtype
+                && f.bytes.len() == p.size
+                && same_name(f.name, &p.name)
+                && (p.dtype != DType::Bool || or_bytes(f.bytes) & 0xFEFE_FEFE_FEFE_FEFE == 0);
+            let Some(to) = slot.get_mut(at..at + p.size).filter(|_| ok) else {
+                return false;
+            };
+            copy(to, f.bytes);
+            at += p.size;
+        }
+        true
+    }
+}
+
+/// `a == b` for the short names of fields, without a call to `memcmp`
+/// (which costs more than the comparison on the push path) and without a
+/// byte loop: whole words are compared, the last one overlapping the one
+/// before when the length is not a multiple of the word (harmless for an
+/// equality test).
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], i: usize| {
+        u64::from_ne_bytes(
+            s.get(i..i + 8)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    let w4 = |s: &[u8], i: usize| {
+        u32::from_ne_bytes(
+            s.get(i..i + 4)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    if n >= 8 {
+        let mut diff = 0u64;
+        let mut i = 0;
+        while i + 8 <= n {
+            diff |= w8(a, i) ^ w8(b, i);
+            i += 8;
+        }
+        if i < n {
+            diff |= w8(a, n - 8) ^ w8(b, n - 8);
+        }
+        diff == 0
+    } else if n >= 4 {
+        (w4(a, 0) ^ w4(b, 0)) | (w4(a, n - 4) ^ w4(b, n - 4)) == 0
+    } else {
+        a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +320,65 @@ mod tests {
                 !bools.valid(&row[..row.len() - 1]) || !is_bool[row.len() - 1],
                 "{text}: a row too short"
             );
+        }
+    }
+
+    #[test]
+    fn or_bytes_sees_every_byte_of_every_length() {
+        for n in 1..=40 {
+            for at in 0..n {
+                let mut bytes = vec![0u8; n];
+                bytes[at] = 0x40;
+                assert_ne!(
+                    or_bytes(&bytes) & 0x4040_4040_4040_4040,
+                    0,
+                    "length {n}, byte {at}"
+                );
+            }
+            assert_eq!(
+                or_bytes(&vec![1u8; n]) & 0xFEFE_FEFE_FEFE_FEFE,
+                0,
+                "length {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_name_is_string_equality() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abce",
+            "obs",
+            "action",
+            "actiom",
+            "next_obs",
+            "next_obt",
+            "terminated",
+            "terminatee",
+            "truncated",
+            "xruncated",
+            "a_long_field_name_17",
+            "a_long_field_name_18",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        // One changed byte at every position of every length up to 24.
+        for n in 0..24u8 {
+            let a: String = (0..n).map(|i| (b'a' + i) as char).collect();
+            assert!(same_name(&a, &a.clone()));
+            for i in 0..n as usize {
+                let mut b = a.clone().into_bytes();
+                b[i] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!same_name(&a, &b), "{a:?} {b:?}");
+            }
         }
     }
 }

@@ -53,6 +53,15 @@ pub(crate) enum Page {
     },
 }
 
+/// Why [`Ring::push_rows`] pushed nothing.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Refused {
+    /// The writer refused the rows.
+    Rejected,
+    /// The fill buffer has no room for them: a full page was not moved out.
+    NoRoom,
+}
+
 /// The ring counters stored in a snapshot, encoded with postcard.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredRing {
@@ -188,44 +197,31 @@ impl Ring {
         })
     }
 
-    /// Appends one packed row to the fill buffer and counts it. Returns the
-    /// number of the page it completed, if it did: the ring has then moved
-    /// on to the next page, and the caller must replace the fill buffer
-    /// ([`Ring::take_full_page`]) before anything reads the ring.
+    /// Appends `n` rows, at most [`Ring::rows_left_in_page`], which `write`
+    /// writes into their bytes in the fill buffer (every byte of them) and
+    /// accepts by returning true; a refusal leaves the ring unchanged.
+    /// Returns the number of the page the rows completed, if they did: the
+    /// ring has then moved on to the next page, and the caller must replace
+    /// the fill buffer ([`Ring::take_full_page`]) before anything reads the
+    /// ring or pushes again.
     #[inline]
-    pub(crate) fn push_packed(&mut self, row: &[u8]) -> Option<usize> {
-        if self.fill.push(row) {
-            self.count_pushed(1)
-        } else {
-            None
+    pub(crate) fn push_rows(
+        &mut self,
+        n: usize,
+        write: impl FnOnce(&mut [u8]) -> bool,
+    ) -> std::result::Result<Option<usize>, Refused> {
+        let bytes = n * self.row_size();
+        let region = self.fill.next_mut(bytes).ok_or(Refused::NoRoom)?;
+        if !write(region) {
+            return Err(Refused::Rejected);
         }
-    }
-
-    /// [`Ring::push_packed`] of the row that `write` writes into its slot
-    /// (every byte of it).
-    #[inline]
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut [u8])) -> Option<usize> {
-        let rs = self.row_size();
-        let slot = self.fill.next_mut(rs)?;
-        write(slot);
-        self.fill.commit(rs);
-        self.count_pushed(1)
+        self.fill.commit(bytes);
+        Ok(self.count_pushed(n as u64))
     }
 
     /// Rows the page being filled still takes (at least one).
     pub(crate) fn rows_left_in_page(&self) -> usize {
         (self.fill.capacity() - self.fill.len()) / self.row_size()
-    }
-
-    /// Appends `n` rows, at most [`Ring::rows_left_in_page`], which `write`
-    /// writes into their bytes in the fill buffer (every byte of them).
-    /// Returns the page it completed, as [`Ring::push_packed`] does.
-    pub(crate) fn push_many(&mut self, n: usize, write: impl FnOnce(&mut [u8])) -> Option<usize> {
-        let bytes = n * self.row_size();
-        let region = self.fill.next_mut(bytes)?;
-        write(region);
-        self.fill.commit(bytes);
-        self.count_pushed(n as u64)
     }
 
     /// The rows of the page just completed, leaving an empty fill buffer

@@ -314,7 +314,7 @@ impl ReplayOptions {
 
 /// The shape of a value a caller pushes, without allocating.
 #[derive(Clone, Copy, Debug)]
-enum Dims<'a> {
+pub(super) enum Dims<'a> {
     Scalar,
     Vector(usize),
     Of(&'a [usize]),
@@ -369,10 +369,10 @@ impl Dims<'_> {
 /// [`ReplayTable::push_batch`]: crate::replay::ReplayTable::push_batch
 #[derive(Clone, Copy, Debug)]
 pub struct Field<'a> {
-    name: &'a str,
-    dtype: DType,
-    dims: Dims<'a>,
-    bytes: &'a [u8],
+    pub(super) name: &'a str,
+    pub(super) dtype: DType,
+    pub(super) dims: Dims<'a>,
+    pub(super) bytes: &'a [u8],
 }
 
 impl<'a> Field<'a> {
@@ -451,76 +451,6 @@ impl<'a> Field<'a> {
     pub fn name(&self) -> &'a str {
         self.name
     }
-}
-
-/// True when `fields` are exactly the schema's fields, in schema order, each
-/// with the right dtype, shape and byte length: the common case of `push`,
-/// checked without allocating. Anything else goes through [`match_fields`],
-/// which accepts any order and says precisely what is wrong.
-#[inline]
-pub(crate) fn in_schema_order(schema: &Schema, fields: &[Field<'_>]) -> bool {
-    fields.len() == schema.fields.len()
-        && fields
-            .iter()
-            .zip(&schema.fields)
-            .zip(&schema.sizes)
-            .all(|((f, spec), &size)| {
-                f.bytes.len() == size
-                    && f.dtype == spec.dtype
-                    && same_name(f.name, &spec.name)
-                    && f.dims.matches(&spec.shape, false).is_some()
-                    && (f.dtype != DType::Bool || f.bytes.iter().all(|&b| b <= 1))
-            })
-}
-
-/// `a == b` for the short names of fields, without a call to `memcmp`
-/// (which costs more than the comparison on the push path) and without a
-/// byte loop: whole words are compared, the last one overlapping the one
-/// before when the length is not a multiple of the word (harmless for an
-/// equality test).
-#[inline]
-fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let w8 = |s: &[u8], i: usize| {
-        u64::from_ne_bytes(
-            s.get(i..i + 8)
-                .and_then(|w| w.try_into().ok())
-                .unwrap_or_default(),
-        )
-    };
-    let w4 = |s: &[u8], i: usize| {
-        u32::from_ne_bytes(
-            s.get(i..i + 4)
-                .and_then(|w| w.try_into().ok())
-                .unwrap_or_default(),
-        )
-    };
-    if n >= 8 {
-        let mut diff = 0u64;
-        let mut i = 0;
-        while i + 8 <= n {
-            diff |= w8(a, i) ^ w8(b, i);
-            i += 8;
-        }
-        if i < n {
-            diff |= w8(a, n - 8) ^ w8(b, n - 8);
-        }
-        diff == 0
-    } else if n >= 4 {
-        (w4(a, 0) ^ w4(b, 0)) | (w4(a, n - 4) ^ w4(b, n - 4)) == 0
-    } else {
-        a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-    }
-}
-
-/// The bytes of a field (checked by [`in_schema_order`] or [`match_fields`]).
-#[inline]
-pub(crate) fn field_bytes<'a>(f: &Field<'a>) -> &'a [u8] {
-    f.bytes
 }
 
 /// Checks `fields` against `schema` and returns, for each schema field, the
@@ -642,49 +572,5 @@ impl StoredMeta {
             return Err(format!("replay table format version {}", m.version));
         }
         Ok(m)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_name;
-
-    #[test]
-    fn same_name_is_string_equality() {
-        let names = [
-            "",
-            "a",
-            "ab",
-            "abc",
-            "abcd",
-            "abce",
-            "obs",
-            "action",
-            "actiom",
-            "next_obs",
-            "next_obt",
-            "terminated",
-            "terminatee",
-            "truncated",
-            "xruncated",
-            "a_long_field_name_17",
-            "a_long_field_name_18",
-        ];
-        for a in names {
-            for b in names {
-                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
-            }
-        }
-        // One changed byte at every position of every length up to 24.
-        for n in 0..24u8 {
-            let a: String = (0..n).map(|i| (b'a' + i) as char).collect();
-            assert!(same_name(&a, &a.clone()));
-            for i in 0..n as usize {
-                let mut b = a.clone().into_bytes();
-                b[i] = b'Z';
-                let b = String::from_utf8(b).unwrap();
-                assert!(!same_name(&a, &b), "{a:?} {b:?}");
-            }
-        }
     }
 }

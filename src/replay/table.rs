@@ -71,11 +71,9 @@ use crate::record::{EntryRef, ReplayTableState};
 use crate::txn::StepTx;
 use crate::DType;
 
-use super::packed::{copy, BoolBytes};
-use super::ring::{payload_offset, Page, Ring};
-use super::schema::{
-    field_bytes, in_schema_order, match_fields, Field, ReplayOptions, Schema, StoredMeta,
-};
+use super::packed::{copy, BoolBytes, RowPlan};
+use super::ring::{payload_offset, Page, Refused, Ring};
+use super::schema::{match_fields, Field, ReplayOptions, Schema, StoredMeta};
 
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
@@ -108,6 +106,8 @@ pub struct ReplayTable<'db> {
     /// The bool bytes of a packed row (checked by
     /// [`ReplayTable::push_bytes`]).
     bool_bytes: BoolBytes,
+    /// How [`ReplayTable::push`] checks and writes a row of named fields.
+    plan: RowPlan,
 }
 
 /// Writes the values of `column` (`size` bytes each) at `offset` of the
@@ -219,6 +219,7 @@ impl<'db> ReplayTable<'db> {
             None => Ring::empty(name, schema.clone(), opts),
         };
         let bool_bytes = BoolBytes::of(&ring.schema);
+        let plan = RowPlan::of(&ring.schema);
         let mut table = ReplayTable {
             db,
             ring,
@@ -230,6 +231,7 @@ impl<'db> ReplayTable<'db> {
             held: Vec::new(),
             spare: Vec::new(),
             bool_bytes,
+            plan,
         };
         // Pin the recorded pages now, so no reclamation moves them before
         // this table records them again. A transaction holding the writer
@@ -246,29 +248,24 @@ impl<'db> ReplayTable<'db> {
     /// in any order; a missing, unknown or repeated field, a wrong dtype or a
     /// wrong shape is an error and leaves the table unchanged.
     pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
-        let full = if in_schema_order(&self.ring.schema, row) {
-            self.ring.push_with(|slot| {
-                let mut at = 0;
-                for f in row {
-                    let bytes = field_bytes(f);
-                    if let Some(to) = slot.get_mut(at..at + bytes.len()) {
-                        copy(to, bytes);
+        let plan = &self.plan;
+        let full = match self.ring.push_rows(1, |slot| plan.write(row, slot)) {
+            Err(Refused::Rejected) => {
+                let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
+                self.ring.push_rows(1, |slot| {
+                    let mut at = 0;
+                    for p in &parts {
+                        if let Some(to) = slot.get_mut(at..at + p.len()) {
+                            to.copy_from_slice(p);
+                        }
+                        at += p.len();
                     }
-                    at += bytes.len();
-                }
-            })
-        } else {
-            let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
-            self.ring.push_with(|slot| {
-                let mut at = 0;
-                for p in &parts {
-                    if let Some(to) = slot.get_mut(at..at + p.len()) {
-                        to.copy_from_slice(p);
-                    }
-                    at += p.len();
-                }
-            })
+                    true
+                })
+            }
+            other => other,
         };
+        let full = full.map_err(|r| self.refused(r))?;
         match full {
             Some(k) => self.page_full(k),
             None => Ok(()),
@@ -292,12 +289,14 @@ impl<'db> ReplayTable<'db> {
         let mut done = 0;
         while done < rows {
             let n = self.ring.rows_left_in_page().min(rows - done);
-            let full = self.ring.push_many(n, |region| {
+            let full = self.ring.push_rows(n, |region| {
                 for (part, &(offset, size)) in parts.iter().zip(&layout) {
                     let column = part.get(done * size..(done + n) * size).unwrap_or_default();
                     scatter(region, rs, offset, size, column);
                 }
+                true
             });
+            let full = full.map_err(|r| self.refused(r))?;
             done += n;
             if let Some(k) = full {
                 self.page_full(k)?;
@@ -318,10 +317,26 @@ impl<'db> ReplayTable<'db> {
         if !self.bool_bytes.valid(row) {
             return Err(not_a_bool());
         }
-        match self.ring.push_packed(row) {
+        let full = self.ring.push_rows(1, |slot| {
+            copy(slot, row);
+            true
+        });
+        match full.map_err(|r| self.refused(r))? {
             Some(k) => self.page_full(k),
             None => Ok(()),
         }
+    }
+
+    /// The error of rows [`Ring::push_rows`] refused: named fields that do
+    /// not match the schema in order were checked by [`match_fields`]
+    /// before, so what is left is a fill buffer without room, which a
+    /// completed page always leaves (see [`ReplayTable::page_full`]).
+    #[cold]
+    fn refused(&self, why: Refused) -> Error {
+        Error::invalid(format!(
+            "replay table {:?}: rows refused ({why:?}) by the page being filled",
+            self.ring.name
+        ))
     }
 
     #[cold]
