@@ -49,6 +49,8 @@ pub(crate) enum Page {
     /// permanent.
     Pending {
         bytes: Arc<Vec<u8>>,
+        /// crc32 of `bytes`.
+        crc: u32,
         written: Option<EntryRef>,
     },
 }

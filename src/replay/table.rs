@@ -98,9 +98,10 @@ pub struct ReplayTable<'db> {
     pending_bytes: usize,
     /// The locations this table holds in the writer's pin set.
     pins: std::collections::BTreeSet<crate::format::Location>,
-    /// Pages that were `Page::Held` when appended, oldest first (a page
-    /// overwritten since may be listed twice or be held no more).
-    held: Vec<usize>,
+    /// Pages appended as `Page::Held`, oldest first, with where they were
+    /// appended (a page overwritten since may be listed twice, or be held
+    /// no more, or be held at another location).
+    held: Vec<(usize, crate::format::Location)>,
     /// Buffers of pages mapped since, reused as fill buffers.
     spare: Vec<Vec<u8>>,
     /// The bool bytes of a packed row (checked by
@@ -355,10 +356,15 @@ impl<'db> ReplayTable<'db> {
     fn page_full(&mut self, k: usize) -> Result<()> {
         let spare = self.spare.pop().unwrap_or_default();
         let bytes = self.ring.take_full_page(spare);
+        // Checksummed now, while the page is in this core's cache, rather
+        // than when its batch is handed over, which the background thread
+        // waits for.
+        let crc = crc32fast::hash(&bytes);
         self.set_page(
             k,
             Page::Pending {
                 bytes: Arc::new(bytes),
+                crc,
                 written: None,
             },
         );
@@ -385,69 +391,85 @@ impl<'db> ReplayTable<'db> {
     ///
     /// The pages are written by the log's background thread while the
     /// table fills the next ones: they stay readable from their buffers
-    /// ([`Page::Held`]) until the next call, which first waits for the
-    /// thread (taking the writer does) and then maps them.
+    /// ([`Page::Held`]) until the next call, which waits for the thread
+    /// (taking the writer does), hands over the next batch, and only then
+    /// maps them, so that the thread is not kept waiting by the maps.
     fn flush_pending(&mut self) -> Result<()> {
         let db = self.db;
         let Some(mut w) = db.try_lock_writer()? else {
             return Ok(());
         };
-        self.map_held()?;
+        let written = std::mem::take(&mut self.held);
         // No transaction is open: everything below the end of the log is
         // pinned.
         w.log.flush()?;
         let pinned = w.log.position();
         for k in 0..self.ring.pages.len() {
-            let Some(Page::Pending { bytes, written }) = &self.ring.pages[k] else {
+            let Some(Page::Pending {
+                bytes,
+                crc,
+                written,
+            }) = &self.ring.pages[k]
+            else {
                 continue;
             };
-            let bytes = Arc::clone(bytes);
+            let (bytes, crc) = (Arc::clone(bytes), *crc);
             if let Some(e) = written.clone() {
                 if let Some(p) = self.adopt(&e, &bytes, pinned) {
                     self.set_page(k, p);
                     continue;
                 }
             }
-            let entry = self.append_entry(&mut w, k, &bytes)?;
-            self.held.push(k);
+            let entry = self.append_entry(&mut w, k, &bytes, crc)?;
+            self.held.push((k, entry.at));
             self.set_page(k, Page::Held { entry, bytes });
         }
-        w.log.dispatch()
+        let dispatched = w.log.dispatch();
+        self.map_held(written);
+        dispatched
     }
 
-    /// Maps the held pages, newest first (one remap of a window then covers
-    /// every older page in it), and keeps their buffers for reuse. The
-    /// caller holds the writer, so their writes are done. A page that fails
-    /// to map stays held, readable from its buffer.
-    fn map_held(&mut self) -> Result<()> {
-        while let Some(&k) = self.held.last() {
-            if let Some(Page::Held { entry, .. }) = &self.ring.pages[k] {
-                let entry = entry.clone();
-                let (map, start) = self.map_pinned(&entry)?;
-                let mapped = Page::Mapped { entry, map, start };
-                if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
-                    let kept: usize = self.spare.iter().map(Vec::capacity).sum();
-                    let limit = SPARE_BATCHES * self.write_batch.max(bytes.len());
-                    if let Ok(bytes) = Arc::try_unwrap(bytes) {
-                        if kept + bytes.capacity() <= limit {
-                            self.spare.push(bytes);
-                        }
+    /// Maps the pages of `written` (appended by an earlier batch, whose
+    /// write is done) that are still held where they were appended, newest
+    /// first (one remap of a window then covers every older page in it),
+    /// and keeps their buffers for reuse. A page that fails to map stays
+    /// held, readable from its buffer; it is mapped with the next batch.
+    fn map_held(&mut self, written: Vec<(usize, crate::format::Location)>) {
+        for &(k, at) in written.iter().rev() {
+            let entry = match &self.ring.pages[k] {
+                Some(Page::Held { entry, .. }) if entry.at == at => entry.clone(),
+                _ => continue,
+            };
+            let Ok((map, start)) = self.map_pinned(&entry) else {
+                self.held.insert(0, (k, at));
+                continue;
+            };
+            let mapped = Page::Mapped { entry, map, start };
+            if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
+                let kept: usize = self.spare.iter().map(Vec::capacity).sum();
+                let limit = SPARE_BATCHES * self.write_batch.max(bytes.len());
+                if let Ok(bytes) = Arc::try_unwrap(bytes) {
+                    if kept + bytes.capacity() <= limit {
+                        self.spare.push(bytes);
                     }
                 }
             }
-            self.held.pop();
         }
-        Ok(())
     }
 
     /// Queues page `k` as a detached entry and pins it. The caller holds
     /// the writer outside any transaction. The payload is written in the
     /// background (see [`crate::log::background`]).
-    fn append_entry(&mut self, w: &mut Writer, k: usize, bytes: &Arc<Vec<u8>>) -> Result<EntryRef> {
+    fn append_entry(
+        &mut self,
+        w: &mut Writer,
+        k: usize,
+        bytes: &Arc<Vec<u8>>,
+        crc: u32,
+    ) -> Result<EntryRef> {
         let rows = self.ring.rows_in_page(k);
         let rs = self.ring.row_size() as u64;
         let key = page_key(&self.ring.name, k);
-        let crc = crc32fast::hash(bytes);
         let header = EntryHeader {
             kind: Kind::ReplayPage,
             dtype: Some(DType::U8),
@@ -595,10 +617,12 @@ impl<'db> ReplayTable<'db> {
                     ))
                 })?
                 .into();
+            let crc = crc32fast::hash(&bytes);
             self.set_page(
                 k,
                 Page::Pending {
                     bytes: Arc::new(bytes),
+                    crc,
                     written: None,
                 },
             );
@@ -622,7 +646,7 @@ impl<'db> ReplayTable<'db> {
         let name = self.ring.name.clone();
         let rs = self.ring.row_size() as u64;
         for k in 0..self.ring.pages.len() {
-            let Some(Page::Pending { bytes, written }) = &self.ring.pages[k] else {
+            let Some(Page::Pending { bytes, written, .. }) = &self.ring.pages[k] else {
                 continue;
             };
             let bytes = bytes.clone();
