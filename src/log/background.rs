@@ -25,10 +25,13 @@
 //! * The storage sees the same operations in the same order in every run:
 //!   the seam's operation count, and with it every crash-test
 //!   enumeration, stays deterministic.
-//! * Nothing reads, syncs, truncates or maps the log while a write into it
-//!   is unfinished: a commit's `fdatasync` covers the pages, a rollback
-//!   cannot race them, and a map never covers bytes the file does not hold
-//!   yet.
+//! * Nothing reads, syncs or truncates the log while a write into it is
+//!   unfinished, and no map covers bytes of an unfinished write: a commit's
+//!   `fdatasync` covers the pages, a rollback cannot race them, and a map
+//!   never covers bytes the file does not hold yet. (A replay table maps
+//!   the pages of a batch once it has waited for that batch, which may be
+//!   after it handed over the next one: the map ends before the next
+//!   batch's bytes.)
 //! * A failed write is reported by the next operation: waiting for it
 //!   poisons the writer, as a failed write in place would have. The call
 //!   that queued the entries has returned by then; they are detached pages,

@@ -26,8 +26,11 @@
 //! snapshots is stored once, and an unchanged partial page or priority array
 //! is shared by content (the transaction's dedup).
 //!
-//! Heap use is the page being filled, a few words per page, and for a
-//! prioritized table 4 bytes per slot plus a small tree (`sumtree.rs`).
+//! Heap use is the page being filled, the full pages waiting for their write
+//! batch and page buffers kept for reuse (up to three batches of
+//! [`ReplayOptions::write_batch`], 2 MiB by default), a few words per page,
+//! and for a prioritized table 4 bytes per slot plus a small tree
+//! (`sumtree.rs`).
 //!
 //! # Format
 //!
