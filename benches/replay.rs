@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use ckptdb::replay::{Field, ReplayOptions, ReplayTable, Schema};
 use ckptdb::Db;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use ndarray::{Array1, Array2};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
@@ -166,6 +167,35 @@ fn on_fresh_table(iters: u64, run: impl FnOnce(&mut ReplayTable<'_>, u64)) -> Du
     start.elapsed()
 }
 
+/// Transition `i` computed in registers from an opaque step number.
+#[inline(always)]
+fn in_registers(i: u64) -> Transition {
+    transition(black_box(i))
+}
+
+/// Transition `i` read back from memory, where something else left it.
+#[inline(always)]
+fn from_memory(i: u64) -> Transition {
+    black_box(transition(i))
+}
+
+/// Pushes of packed rows of the transitions `make` hands over.
+fn bench_packed(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    make: impl Fn(u64) -> Transition + Copy,
+) {
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            on_fresh_table(iters, |table, n| {
+                for i in 0..n {
+                    table.push_bytes(&packed(&make(i))).unwrap();
+                }
+            })
+        })
+    });
+}
+
 fn bench_push(c: &mut Criterion) {
     let mut g = c.benchmark_group("push");
     g.throughput(Throughput::Elements(1));
@@ -180,13 +210,13 @@ fn bench_push(c: &mut Criterion) {
     let mut i = 0u64;
     g.bench_function("vec_ring", |b| {
         b.iter(|| {
-            ring.push(transition(black_box(i)));
+            ring.push(in_registers(i));
             i += 1;
         })
     });
     g.bench_function("vec_ring_from_memory", |b| {
         b.iter(|| {
-            ring.push(black_box(transition(i)));
+            ring.push(from_memory(i));
             i += 1;
         })
     });
@@ -202,7 +232,7 @@ fn bench_push(c: &mut Criterion) {
             let (mut len, mut offset) = (0, 0);
             let start = Instant::now();
             for i in 0..iters {
-                let row = packed(&transition(black_box(i)));
+                let row = packed(&in_registers(i));
                 if len + row.len() > buf.len() {
                     file.write_all_at(&buf[..len], offset).unwrap();
                     offset += len as u64;
@@ -219,35 +249,15 @@ fn bench_push(c: &mut Criterion) {
         b.iter_custom(|iters| {
             on_fresh_table(iters, |table, n| {
                 for i in 0..n {
-                    push(table, &transition(black_box(i)));
+                    push(table, &in_registers(i));
                 }
             })
         })
     });
     // Packed rows (schema order, no padding), as a caller with its own
     // `#[repr(C, packed)]` transition type pushes them.
-    g.bench_function("ckptdb_packed", |b| {
-        b.iter_custom(|iters| {
-            on_fresh_table(iters, |table, n| {
-                for i in 0..n {
-                    table
-                        .push_bytes(&packed(&transition(black_box(i))))
-                        .unwrap();
-                }
-            })
-        })
-    });
-    g.bench_function("ckptdb_packed_from_memory", |b| {
-        b.iter_custom(|iters| {
-            on_fresh_table(iters, |table, n| {
-                for i in 0..n {
-                    table
-                        .push_bytes(&packed(&black_box(transition(i))))
-                        .unwrap();
-                }
-            })
-        })
-    });
+    bench_packed(&mut g, "ckptdb_packed", in_registers);
+    bench_packed(&mut g, "ckptdb_packed_from_memory", from_memory);
     // The same rows pushed 1024 at a time, as a vectorized environment
     // produces them.
     let rows: Vec<Transition> = (0..1024).map(transition).collect();
