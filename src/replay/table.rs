@@ -328,14 +328,13 @@ impl<'db> ReplayTable<'db> {
         }
     }
 
-    /// The error of rows [`Ring::push_rows`] refused: named fields that do
-    /// not match the schema in order were checked by [`match_fields`]
-    /// before, so what is left is a fill buffer without room, which a
-    /// completed page always leaves (see [`ReplayTable::page_full`]).
+    /// The error of rows [`Ring::push_rows`] refused although they were
+    /// checked: the fill buffer had no room, which cannot happen while every
+    /// completed page is moved out at once ([`ReplayTable::page_full`]).
     #[cold]
     fn refused(&self, why: Refused) -> Error {
         Error::invalid(format!(
-            "replay table {:?}: rows refused ({why:?}) by the page being filled",
+            "replay table {:?}: the page being filled refused checked rows ({why:?})",
             self.ring.name
         ))
     }
@@ -399,7 +398,17 @@ impl<'db> ReplayTable<'db> {
         let Some(mut w) = db.try_lock_writer()? else {
             return Ok(());
         };
+        // Taking the writer waited for the previous batch: its pages are
+        // written, whatever happens to this one.
         let written = std::mem::take(&mut self.held);
+        let appended = self.append_pending(&mut w);
+        self.map_held(written);
+        appended
+    }
+
+    /// Queues every pending page as a detached entry (or adopts what a
+    /// transaction wrote for it) and hands them to the background thread.
+    fn append_pending(&mut self, w: &mut Writer) -> Result<()> {
         // No transaction is open: everything below the end of the log is
         // pinned.
         w.log.flush()?;
@@ -420,13 +429,11 @@ impl<'db> ReplayTable<'db> {
                     continue;
                 }
             }
-            let entry = self.append_entry(&mut w, k, &bytes, crc)?;
+            let entry = self.append_entry(w, k, &bytes, crc)?;
             self.held.push((k, entry.at));
             self.set_page(k, Page::Held { entry, bytes });
         }
-        let dispatched = w.log.dispatch();
-        self.map_held(written);
-        dispatched
+        w.log.dispatch()
     }
 
     /// Maps the pages of `written` (appended by an earlier batch, whose
