@@ -119,29 +119,60 @@ impl SumTree {
     }
 
     /// [`SumTree::find`] for many values at once, into `out`. The descents
-    /// advance level by level across all values, so their cache misses
+    /// advance level by level across groups of values, and the leaves of
+    /// every block found are loaded before any is scanned, so cache misses
     /// overlap instead of following one another. Returns false (and leaves
     /// `out` alone) when every leaf is zero.
     pub(crate) fn find_many(&self, us: &mut [f64], out: &mut [usize]) -> bool {
         if self.total() <= 0.0 {
             return false;
         }
+        // Eight descents at a time, kept in registers: each level's loads
+        // depend on the level before, so one descent alone waits for every
+        // load in turn; eight interleaved overlap their waits.
+        const GROUP: usize = 8;
         let mut nodes = vec![1usize; us.len()];
-        let mut width = 1;
-        while width < self.width {
-            for (i, u) in nodes.iter_mut().zip(us.iter_mut()) {
-                let left = self.sums[2 * *i];
-                let right = self.sums[2 * *i + 1];
-                // Rounding can leave `u` at or past the left sum when the
-                // right side is empty; never walk into an empty subtree.
-                // Branch-free: the direction is random, a branch on it
-                // would be mispredicted half the time.
-                let go_right = (*u >= left) & (right > 0.0);
-                *u -= if go_right { left } else { 0.0 };
-                *i = 2 * *i + go_right as usize;
+        for (us, nodes) in us.chunks_mut(GROUP).zip(nodes.chunks_mut(GROUP)) {
+            let mut u = [0.0f64; GROUP];
+            let mut node = [1usize; GROUP];
+            u[..us.len()].copy_from_slice(us);
+            let mut width = 1;
+            while width < self.width {
+                for (i, u) in node.iter_mut().zip(u.iter_mut()) {
+                    let left = self.sums.get(2 * *i).copied().unwrap_or(0.0);
+                    let right = self.sums.get(2 * *i + 1).copied().unwrap_or(0.0);
+                    // Rounding can leave `u` at or past the left sum when
+                    // the right side is empty; never walk into an empty
+                    // subtree. Branch-free: the direction is random, a
+                    // branch on it would be mispredicted half the time.
+                    let go_right = (*u >= left) & (right > 0.0);
+                    *u -= if go_right { left } else { 0.0 };
+                    *i = 2 * *i + go_right as usize;
+                }
+                width *= 2;
             }
-            width *= 2;
+            us.copy_from_slice(&u[..us.len()]);
+            nodes.copy_from_slice(&node[..nodes.len()]);
         }
+        // Bring the blocks' leaves into the cache together first: these
+        // loads do not depend on one another, so their misses overlap,
+        // while each scan below stops at a leaf that depends on the loads
+        // before it and would take its block's misses one at a time.
+        let mut touched = 0u32;
+        for &i in &nodes {
+            let lo = (i - self.width).min(self.blocks - 1) * BLOCK;
+            let hi = (lo + BLOCK).min(self.leaves.len());
+            for v in self
+                .leaves
+                .get(lo..hi)
+                .unwrap_or_default()
+                .iter()
+                .step_by(16)
+            {
+                touched |= v.to_bits();
+            }
+        }
+        std::hint::black_box(touched);
         for ((o, &i), &u) in out.iter_mut().zip(&nodes).zip(us.iter()) {
             *o = self.scan_block(i - self.width, u);
         }
