@@ -91,6 +91,9 @@ pub(crate) struct Ring {
     pub prio: Option<SumTree>,
     /// Largest priority given so far; new transitions get it.
     pub max_priority: f64,
+    /// The leaf value of `max_priority` (kept, not recomputed with a
+    /// `powf` on every push).
+    max_leaf: f32,
 }
 
 impl std::fmt::Debug for Ring {
@@ -123,6 +126,7 @@ impl Ring {
             pages: (0..pages).map(|_| None).collect(),
             prio,
             max_priority: 1.0,
+            max_leaf: opts.alpha.map_or(0.0, |a| leaf_value(1.0, a)),
         }
     }
 
@@ -238,11 +242,10 @@ impl Ring {
     /// to the next one, whose number is returned.
     #[inline]
     fn count_pushed(&mut self, n: u64) -> Option<usize> {
-        if let (Some(t), Some(a)) = (self.prio.as_mut(), self.opts.alpha) {
-            let v = leaf_value(self.max_priority, a);
-            for j in 0..n {
-                t.set(((self.total + j) % self.opts.capacity) as usize, v);
-            }
+        if let Some(t) = self.prio.as_mut() {
+            // The rows lie in one page, so their slots are consecutive.
+            let first = (self.total % self.opts.capacity) as usize;
+            t.set_run(first, n as usize, self.max_leaf);
         }
         self.total += n;
         if self.fill.len() < self.fill.capacity() {
@@ -286,7 +289,10 @@ impl Ring {
             if let Some(t) = self.prio.as_mut() {
                 t.set(slot as usize, leaf_value(p, alpha));
             }
-            self.max_priority = self.max_priority.max(p);
+            if p > self.max_priority {
+                self.max_priority = p;
+                self.max_leaf = leaf_value(p, alpha);
+            }
             applied += 1;
         }
         Ok(applied)
@@ -370,6 +376,9 @@ impl Ring {
             cur: 0,
             prio: None,
             max_priority: counters.max_priority,
+            max_leaf: opts
+                .alpha
+                .map_or(0.0, |a| leaf_value(counters.max_priority, a)),
         };
         let cur = ring.cur_page();
         ring.cur = cur;

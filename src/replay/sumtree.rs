@@ -48,7 +48,9 @@ impl SumTree {
         let mut t = SumTree::new(leaves.len());
         t.leaves = leaves;
         for b in 0..t.blocks {
-            t.block_values(b);
+            let (sum, min) = t.block_values(b);
+            t.sums[t.width + b] = sum;
+            t.mins[t.width + b] = min;
         }
         for i in (1..t.width).rev() {
             t.pull(i);
@@ -76,32 +78,72 @@ impl SumTree {
 
     /// Sets leaf `slot` to `value` (finite, >= 0) and updates the tree.
     pub(crate) fn set(&mut self, slot: usize, value: f32) {
-        let Some(leaf) = self.leaves.get_mut(slot) else {
+        self.set_run(slot, 1, value);
+    }
+
+    /// Sets the `n` leaves from `first` on (those that exist) to `value`
+    /// (finite, >= 0) and updates the tree once per block they touch.
+    pub(crate) fn set_run(&mut self, first: usize, n: usize, value: f32) {
+        let end = first.saturating_add(n).min(self.leaves.len());
+        let Some(run) = self.leaves.get_mut(first..end) else {
             return;
         };
-        *leaf = value;
-        let b = slot / BLOCK;
-        self.block_values(b);
-        let mut i = (self.width + b) / 2;
+        run.fill(value);
+        if first < end {
+            for b in first / BLOCK..=(end - 1) / BLOCK {
+                self.update_block(b);
+            }
+        }
+    }
+
+    /// Recomputes block `b` from its leaves and every node above it. The
+    /// path's new values are carried up in registers: each level adds the
+    /// sibling's sum (loads that do not depend on one another) instead of
+    /// reading back the child just stored.
+    fn update_block(&mut self, b: usize) {
+        let (mut sum, mut min) = self.block_values(b);
+        let mut i = self.width + b;
         while i >= 1 {
-            self.pull(i);
+            if let (Some(s), Some(m)) = (self.sums.get_mut(i), self.mins.get_mut(i)) {
+                *s = sum;
+                *m = min;
+            }
+            if i == 1 {
+                break;
+            }
+            // The same sums `pull` computes: a two-term addition is exact
+            // whichever side comes first.
+            sum += self.sums.get(i ^ 1).copied().unwrap_or(0.0);
+            min = min.min(self.mins.get(i ^ 1).copied().unwrap_or(f32::INFINITY));
             i /= 2;
         }
     }
 
-    fn block_values(&mut self, b: usize) {
+    /// The sum and smallest non-zero leaf of block `b`. Eight running sums
+    /// instead of one: the additions of one chain wait for each other, eight
+    /// chains overlap (and vectorize). The order is fixed, so a block's sum
+    /// is the same whenever it is computed.
+    fn block_values(&self, b: usize) -> (f64, f32) {
         let lo = b * BLOCK;
         let hi = (lo + BLOCK).min(self.leaves.len());
-        let mut sum = 0.0f64;
-        let mut min = f32::INFINITY;
-        for &v in &self.leaves[lo..hi] {
-            sum += v as f64;
-            if v > 0.0 && v < min {
-                min = v;
+        let leaves = self.leaves.get(lo..hi).unwrap_or_default();
+        let mut sums = [0.0f64; 8];
+        let mut mins = [f32::INFINITY; 8];
+        let mut chunks = leaves.chunks_exact(8);
+        for c in &mut chunks {
+            for ((s, m), &v) in sums.iter_mut().zip(mins.iter_mut()).zip(c) {
+                *s += v as f64;
+                *m = if v > 0.0 { m.min(v) } else { *m };
             }
         }
-        self.sums[self.width + b] = sum;
-        self.mins[self.width + b] = min;
+        for ((s, m), &v) in sums.iter_mut().zip(mins.iter_mut()).zip(chunks.remainder()) {
+            *s += v as f64;
+            *m = if v > 0.0 { m.min(v) } else { *m };
+        }
+        let sum = ((sums[0] + sums[1]) + (sums[2] + sums[3]))
+            + ((sums[4] + sums[5]) + (sums[6] + sums[7]));
+        let min = mins.iter().fold(f32::INFINITY, |a, &m| a.min(m));
+        (sum, min)
     }
 
     fn pull(&mut self, i: usize) {
@@ -225,5 +267,34 @@ mod tests {
         let u = SumTree::from_leaves(t.leaves().to_vec());
         assert_eq!(u.total(), t.total());
         assert_eq!(u.min(), t.min());
+    }
+
+    #[test]
+    fn updates_give_the_tree_a_rebuild_gives() {
+        // 1000 leaves: 16 blocks, the last one short.
+        let mut t = SumTree::new(1000);
+        let mut x = 12345u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        for round in 0..400 {
+            let slot = next() % 1000;
+            let value = (next() % 1000) as f32 * 0.37;
+            if round % 3 == 0 {
+                t.set_run(slot, next() % 150, value);
+            } else {
+                t.set(slot, value);
+            }
+            let u = SumTree::from_leaves(t.leaves().to_vec());
+            assert_eq!(t.sums, u.sums, "round {round}");
+            assert_eq!(t.mins, u.mins, "round {round}");
+        }
+        let exact: f64 = t.leaves().iter().map(|&v| v as f64).sum();
+        assert!((t.total() - exact).abs() <= exact * 1e-12);
+        let smallest = t.leaves().iter().copied().filter(|&v| v > 0.0);
+        assert_eq!(t.min(), smallest.fold(f32::INFINITY, f32::min));
     }
 }
