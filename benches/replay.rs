@@ -157,11 +157,18 @@ fn push(table: &mut ReplayTable<'_>, t: &Transition) {
 /// The time `run(table, iters)` takes on a replay table of a fresh
 /// database, which is deleted afterwards (see the module documentation).
 fn on_fresh_table(iters: u64, run: impl FnOnce(&mut ReplayTable<'_>, u64)) -> Duration {
+    on_fresh(ReplayOptions::new(CAPACITY as u64, PAGE), iters, run)
+}
+
+/// [`on_fresh_table`] with the table's options.
+fn on_fresh(
+    opts: ReplayOptions,
+    iters: u64,
+    run: impl FnOnce(&mut ReplayTable<'_>, u64),
+) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("bench.ckpt")).unwrap();
-    let mut table = db
-        .replay_table("buf", &schema(), ReplayOptions::new(CAPACITY as u64, PAGE))
-        .unwrap();
+    let mut table = db.replay_table("buf", &schema(), opts).unwrap();
     let start = Instant::now();
     run(&mut table, iters);
     start.elapsed()
@@ -183,11 +190,12 @@ fn from_memory(i: u64) -> Transition {
 fn bench_packed(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
+    opts: ReplayOptions,
     make: impl Fn(u64) -> Transition + Copy,
 ) {
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            on_fresh_table(iters, |table, n| {
+            on_fresh(opts, iters, |table, n| {
                 for i in 0..n {
                     table.push_bytes(&packed(&make(i))).unwrap();
                 }
@@ -256,8 +264,18 @@ fn bench_push(c: &mut Criterion) {
     });
     // Packed rows (schema order, no padding), as a caller with its own
     // `#[repr(C, packed)]` transition type pushes them.
-    bench_packed(&mut g, "ckptdb_packed", in_registers);
-    bench_packed(&mut g, "ckptdb_packed_from_memory", from_memory);
+    let uniform = ReplayOptions::new(CAPACITY as u64, PAGE);
+    bench_packed(&mut g, "ckptdb_packed", uniform, in_registers);
+    bench_packed(&mut g, "ckptdb_packed_from_memory", uniform, from_memory);
+    // A prioritized table also gives each new row the maximum priority in
+    // its sum-tree.
+    let prioritized = uniform.prioritized(0.6);
+    bench_packed(
+        &mut g,
+        "ckptdb_packed_prioritized",
+        prioritized,
+        in_registers,
+    );
     // The same rows pushed 1024 at a time, as a vectorized environment
     // produces them.
     let rows: Vec<Transition> = (0..1024).map(transition).collect();
