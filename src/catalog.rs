@@ -228,6 +228,9 @@ impl Catalog {
             for (l, (d, e)) in counts {
                 if d > 0 {
                     let size = e.disk_size();
+                    // `insert` returns the row it replaced: one operation for
+                    // a new entry (the common case), a second only for an
+                    // entry that was live already.
                     let old = refs.insert(l, (d as u64, size))?.map(|g| g.value());
                     match old {
                         Some((n, _)) => {
@@ -355,10 +358,7 @@ impl Catalog {
         removed: &[StepChange<'_>],
         added: &[StepChange<'_>],
     ) -> Result<()> {
-        guarded("apply", || {
-            self.apply_unguarded(root, removed, added, || true)
-                .map(|_| ())
-        })
+        self.apply_gated(root, removed, added, || true).map(|_| ())
     }
 
     /// [`Catalog::apply`], done while the root is still being made durable:

@@ -58,7 +58,6 @@ pub(crate) struct LogWriter {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     buf_at: u64,
-    /// The write-behind thread, started when a buffer first fills.
     /// An empty buffer to swap in when a full one is handed to the
     /// background thread.
     spare: Vec<u8>,
@@ -71,7 +70,8 @@ pub(crate) struct LogWriter {
     /// Newest durable root, for the header of the next segment.
     last_root: Option<Location>,
     poisoned: Option<String>,
-    /// The thread writing large shared payloads, started by the first one.
+    /// The background thread (`super::background`), started by its first
+    /// job: a full buffer or a batch of shared payloads.
     background: Option<Background>,
     /// Pieces of entries appended with [`LogWriter::append_shared`] and not
     /// yet handed to the thread.

@@ -75,9 +75,9 @@ impl SumTree {
     pub(crate) fn from_leaves(leaves: Vec<f32>) -> SumTree {
         let mut t = SumTree::new(leaves.len());
         t.leaves = leaves;
-        let last = t.blocks - 1;
-        t.nodes_mut().stale = Some((0, last));
-        t.nodes_mut();
+        let nodes = t.nodes.get_mut().unwrap_or_else(PoisonError::into_inner);
+        nodes.stale = Some((0, t.blocks - 1));
+        bring_up_to_date(nodes, &t.leaves, t.width);
         t
     }
 
@@ -145,13 +145,6 @@ impl SumTree {
         // Only a `&mut self` call makes blocks stale again, and none can
         // run while `self` is borrowed.
         self.nodes.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The nodes, up to date, for writing.
-    fn nodes_mut(&mut self) -> &mut Nodes {
-        let nodes = self.nodes.get_mut().unwrap_or_else(PoisonError::into_inner);
-        bring_up_to_date(nodes, &self.leaves, self.width);
-        nodes
     }
 
     /// The slot where the running sum of leaves first exceeds `u`, for `u`

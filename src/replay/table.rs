@@ -90,8 +90,6 @@ pub struct ReplayTable<'db> {
     pub(crate) ring: Ring,
     /// Map index of each pinned window, by (segment, window number).
     windows: HashMap<(u64, u64), u32>,
-    /// Number of `Page::Pending` pages.
-    pending: usize,
     /// Pending bytes that make a batch ([`ReplayOptions::write_batch`]).
     write_batch: usize,
     /// Bytes of the `Page::Pending` pages.
@@ -157,7 +155,15 @@ impl std::fmt::Debug for ReplayTable<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayTable")
             .field("ring", &self.ring)
-            .field("pending_pages", &self.pending)
+            .field(
+                "pending_pages",
+                &self
+                    .ring
+                    .pages
+                    .iter()
+                    .filter(|p| matches!(p, Some(Page::Pending { .. })))
+                    .count(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -225,7 +231,6 @@ impl<'db> ReplayTable<'db> {
             db,
             ring,
             windows: HashMap::new(),
-            pending: 0,
             write_batch: opts.write_batch_bytes(),
             pending_bytes: 0,
             pins: Default::default(),
@@ -358,6 +363,15 @@ impl<'db> ReplayTable<'db> {
         // Checksummed now, while the page is in this core's cache, rather
         // than when its batch is handed over, which the background thread
         // waits for.
+        self.set_pending(k, bytes);
+        if self.pending_bytes >= self.write_batch {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Makes page `k` the pending page `bytes`, checksummed.
+    fn set_pending(&mut self, k: usize, bytes: Vec<u8>) {
         let crc = crc32fast::hash(&bytes);
         self.set_page(
             k,
@@ -367,19 +381,13 @@ impl<'db> ReplayTable<'db> {
                 written: None,
             },
         );
-        if self.pending_bytes >= self.write_batch {
-            self.flush_pending()?;
-        }
-        Ok(())
     }
 
     fn set_page(&mut self, k: usize, page: Page) {
         if let Page::Pending { bytes, .. } = &page {
-            self.pending += 1;
             self.pending_bytes += bytes.len();
         }
         if let Some(Page::Pending { bytes, .. }) = self.ring.pages[k].replace(page) {
-            self.pending -= 1;
             self.pending_bytes -= bytes.len();
         }
     }
@@ -624,15 +632,7 @@ impl<'db> ReplayTable<'db> {
                     ))
                 })?
                 .into();
-            let crc = crc32fast::hash(&bytes);
-            self.set_page(
-                k,
-                Page::Pending {
-                    bytes: Arc::new(bytes),
-                    crc,
-                    written: None,
-                },
-            );
+            self.set_pending(k, bytes);
         }
         Ok(())
     }
