@@ -311,3 +311,287 @@ fn recover(path: &Path, acked: &Model, in_flight: &Model, drop_catalog: bool) ->
     );
     m
 }
+
+/// The replay table as the model sees it: every row ever pushed, by
+/// serial number. Slot `serial % capacity` holds the newest row with that
+/// residue, and the table holds the last `min(total, capacity)` rows.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RingModel {
+    rows: Vec<Vec<u8>>,
+}
+
+impl RingModel {
+    fn len(&self, capacity: u64) -> u64 {
+        (self.rows.len() as u64).min(capacity)
+    }
+
+    /// The row in `slot`, with its serial number.
+    fn at_slot(&self, slot: u64, capacity: u64) -> Option<(u64, &[u8])> {
+        let total = self.rows.len() as u64;
+        if slot >= self.len(capacity) {
+            return None;
+        }
+        // The newest serial congruent to `slot` modulo the capacity.
+        let last = total - 1;
+        let serial = last - (last + capacity - slot) % capacity;
+        Some((serial, &self.rows[serial as usize]))
+    }
+}
+
+/// What a table shows equals the model: counts, every row by position and
+/// by slot.
+fn check_replay<'a>(
+    len: u64,
+    total: u64,
+    get: impl Fn(u64) -> ckptdb::Result<ckptdb::replay::Row<'a>>,
+    model: &RingModel,
+    capacity: u64,
+) {
+    assert_eq!(total, model.rows.len() as u64);
+    assert_eq!(len, model.len(capacity));
+    let oldest = total - len;
+    for i in 0..len {
+        let row = get(i).unwrap();
+        assert_eq!(row.bytes(), &model.rows[(oldest + i) as usize][..]);
+        assert_eq!(row.index().serial, oldest + i);
+        assert_eq!(row.index().slot, (oldest + i) % capacity);
+    }
+    assert!(get(len).is_err());
+}
+
+/// Every sampled row's columns equal the model's row in that slot.
+fn check_batch(
+    batch: &ckptdb::replay::Batch,
+    schema: &ckptdb::replay::Schema,
+    model: &RingModel,
+    capacity: u64,
+) {
+    let mut offset = 0;
+    for f in schema.fields() {
+        let size = f.dtype.size() * f.shape.iter().product::<u64>() as usize;
+        let col = batch.column(&f.name).unwrap().bytes();
+        for (k, ix) in batch.indices().iter().enumerate() {
+            let (serial, row) = model
+                .at_slot(ix.slot, capacity)
+                .expect("sampled an empty slot");
+            assert_eq!(ix.serial, serial);
+            assert_eq!(&col[k * size..(k + 1) * size], &row[offset..offset + size]);
+        }
+        offset += size;
+    }
+}
+
+/// Target `replay_table`: the input is a schema text (up to the first
+/// `0x00` byte), three geometry bytes and a program of replay operations
+/// checked against a model of the ring: push a row of input bytes (bools
+/// forced to 0/1 unless bit 3 asks for a raw, maybe invalid, row), sample
+/// uniformly, distinct or by priority, update priorities, commit a step
+/// recording the table, reopen the database, reopen the table at an older
+/// step, and read an older step's table read-only.
+pub fn replay_table(data: &[u8]) {
+    use ckptdb::replay::{ReplayOptions, Schema};
+    use rand::SeedableRng;
+
+    let (text, rest) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(schema) = Schema::parse(&String::from_utf8_lossy(text)) else {
+        return;
+    };
+    // Parsing what `Display` prints gives the same schema back.
+    assert_eq!(Schema::parse(&schema.to_string()).unwrap(), schema);
+    let rs = schema.row_size();
+    // Rows are cut from the input, so big rows would only test memcpy.
+    if rs > 256 || rest.len() < 3 {
+        return;
+    }
+    let capacity = 1 + u64::from(rest[0] % 24);
+    let page_size = 1 + u64::from(rest[1] % 6);
+    let mut opts = ReplayOptions::new(capacity, page_size)
+        .write_batch(rs * page_size as usize * (1 + (rest[2] as usize >> 4) % 3));
+    if rest[2] & 1 != 0 {
+        opts = opts.prioritized(0.6);
+    }
+    let bools: Vec<(usize, usize)> = {
+        let mut at = 0;
+        let mut v = Vec::new();
+        for f in schema.fields() {
+            let size = f.dtype.size() * f.shape.iter().product::<u64>() as usize;
+            if f.dtype == DType::Bool {
+                v.push((at, size));
+            }
+            at += size;
+        }
+        v
+    };
+    let mut prog = rest[3..].iter().copied();
+    let mut next = move || prog.next();
+
+    let tmp = scratch();
+    let path = tmp.path().join("db");
+    let dbopts = || DbOptions::default().segment_size(4096);
+    let mut db = Db::open_with(&path, dbopts()).unwrap();
+    let mut now = RingModel::default();
+    let mut committed: std::collections::BTreeMap<u64, RingModel> = Default::default();
+    let mut next_step = 1u64;
+    let mut ops = 0;
+    // The table borrows the database; reopening replaces both, so each
+    // round of the loop opens the table for a run of operations.
+    'reopen: loop {
+        let mut table = match db.replay_table("t", &schema, opts) {
+            Ok(t) => t,
+            Err(e) => panic!("reopening the table failed: {e}"),
+        };
+        check_replay(
+            table.len(),
+            table.total_inserted(),
+            |i| table.get(i),
+            &now,
+            capacity,
+        );
+        while let Some(op) = next() {
+            ops += 1;
+            if ops > 96 {
+                break 'reopen;
+            }
+            match op % 8 {
+                0 | 1 => {
+                    let n = 1 + (op >> 4) as usize % 4;
+                    for _ in 0..n {
+                        let mut row: Vec<u8> = (0..rs).map(|_| next().unwrap_or(op)).collect();
+                        let raw = op & 0x08 != 0;
+                        if !raw {
+                            for &(at, size) in &bools {
+                                for b in &mut row[at..at + size] {
+                                    *b &= 1;
+                                }
+                            }
+                        }
+                        let valid = bools
+                            .iter()
+                            .all(|&(at, size)| row[at..at + size].iter().all(|&b| b <= 1));
+                        match table.push_bytes(&row) {
+                            Ok(()) => {
+                                assert!(valid, "a bool byte other than 0 or 1 was accepted");
+                                now.rows.push(row);
+                            }
+                            Err(e) => {
+                                assert!(!valid, "a valid row was refused: {e}");
+                                assert!(matches!(e, ckptdb::Error::InvalidArgument(_)), "{e:?}");
+                            }
+                        }
+                    }
+                    // A row of the wrong length is refused, table unchanged.
+                    if op & 0x80 != 0 {
+                        assert!(table.push_bytes(&vec![0u8; rs + 1]).is_err());
+                    }
+                }
+                2 => {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(op));
+                    let n = (next().unwrap_or(0) % 8) as usize;
+                    let len = table.len();
+                    let b = match op >> 3 & 3 {
+                        0 => table.sample_uniform(&mut rng, n),
+                        1 => table.sample_uniform_distinct(&mut rng, n),
+                        _ => table.sample_prioritized(&mut rng, n, 0.4),
+                    };
+                    match b {
+                        Ok(b) => {
+                            assert_eq!(b.len(), n);
+                            check_batch(&b, &schema, &now, capacity);
+                        }
+                        // Sampling from an empty table, more distinct rows
+                        // than it holds, or by priority from a uniform table.
+                        Err(_) => assert!(
+                            (len == 0 && n > 0)
+                                || (op >> 3 & 3 == 1 && n as u64 > len)
+                                || (op >> 3 & 3 >= 2 && opts.alpha.is_none())
+                        ),
+                    }
+                }
+                3 if opts.alpha.is_some() => {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(op));
+                    if let Ok(b) = table.sample_uniform(&mut rng, 3) {
+                        let p = 0.5 + f64::from(next().unwrap_or(1));
+                        table.update_priorities(b.indices(), &[p, p, p]).unwrap();
+                        for ix in b.indices() {
+                            let w = table.priority_weight(ix.slot).unwrap();
+                            assert!((w - p.powf(0.6)).abs() <= 1e-3 * w, "{w} vs {p}");
+                        }
+                    }
+                }
+                // Commit a step recording the table (bit 3: abandon it).
+                3 | 4 => {
+                    let mut tx = db.begin_step(next_step).unwrap();
+                    tx.put_replay(&mut table).unwrap();
+                    if op & 0x08 == 0 {
+                        tx.commit().unwrap();
+                        committed.insert(next_step, now.clone());
+                    }
+                    next_step += 1;
+                }
+                // Reopen the database: the table is the newest commit's.
+                5 => {
+                    drop(table);
+                    drop(db);
+                    db = Db::open_with(&path, dbopts()).unwrap();
+                    now = committed.values().next_back().cloned().unwrap_or_default();
+                    continue 'reopen;
+                }
+                // Continue from an older step.
+                6 => {
+                    let Some((&step, m)) = committed
+                        .iter()
+                        .nth(next().unwrap_or(0) as usize % committed.len().max(1))
+                    else {
+                        continue;
+                    };
+                    drop(table);
+                    table = db.replay_table_at("t", &schema, opts, step).unwrap();
+                    now = m.clone();
+                    check_replay(
+                        table.len(),
+                        table.total_inserted(),
+                        |i| table.get(i),
+                        &now,
+                        capacity,
+                    );
+                }
+                // An older step's table, read-only, equals what it recorded.
+                _ => {
+                    for (&step, m) in &committed {
+                        let view = db.snapshot(step).unwrap().replay("t").unwrap();
+                        check_replay(
+                            view.len(),
+                            view.total_inserted(),
+                            |i| view.get(i),
+                            m,
+                            capacity,
+                        );
+                    }
+                }
+            }
+            check_replay(
+                table.len(),
+                table.total_inserted(),
+                |i| table.get(i),
+                &now,
+                capacity,
+            );
+        }
+        break;
+    }
+    drop(db);
+    let ro = Db::open_read_only(&path).unwrap();
+    for (&step, m) in &committed {
+        let view = ro.snapshot(step).unwrap().replay("t").unwrap();
+        check_replay(
+            view.len(),
+            view.total_inserted(),
+            |i| view.get(i),
+            m,
+            capacity,
+        );
+    }
+}

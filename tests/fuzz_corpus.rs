@@ -152,6 +152,44 @@ fn write_seeds() {
             7, 3, 1, 0x18, 0, 0x7F, 5,
         ],
     );
+    // Replay table programs: a schema, geometry bytes (capacity, page
+    // size, write batch and priorities), then operations with their row
+    // bytes (see `harness::replay_table`).
+    let replay = |name: &str, schema: &str, geometry: [u8; 3], program: &[u8]| {
+        let mut seed = schema.as_bytes().to_vec();
+        seed.push(0);
+        seed.extend_from_slice(&geometry);
+        seed.extend_from_slice(program);
+        write("replay_table", name, &seed);
+    };
+    let rows = |op: u8, n: usize, row_size: usize, first: u8| -> Vec<u8> {
+        let mut v = vec![op];
+        v.extend((0..n * row_size).map(|i| first.wrapping_add(i as u8)));
+        v
+    };
+    let mut commits = rows(0x30, 4, 9, 1);
+    commits.extend([0x04]);
+    commits.extend(rows(0x10, 2, 9, 40));
+    commits.extend([0x02, 5, 0x04]);
+    commits.extend(rows(0x00, 1, 9, 70));
+    commits.extend([0x05, 0x07, 0x06, 0]);
+    commits.extend(rows(0x00, 1, 9, 90));
+    commits.extend([0x04, 0x07]);
+    replay(
+        "commit-reopen-older",
+        "obs: f32[2], done: bool[]",
+        [5, 2, 0],
+        &commits,
+    );
+    let mut prio = rows(0x30, 4, 11, 3);
+    prio.extend([0x03, 7, 0x12, 6, 0x04]);
+    prio.extend(rows(0x20, 3, 11, 9));
+    prio.extend([0x03, 2, 0x04, 0x05, 0x1A, 4, 0x07]);
+    replay("prioritized", "a: u8[3], r: f64[]", [9, 3, 1], &prio);
+    let mut bad = vec![0x08, 2, 0, 0, 0, 0, 0, 0x88, 1, 1, 7, 0, 0, 0];
+    bad.extend([0x0A, 5, 0x0A, 1, 0x12, 1, 0x04, 0x05]);
+    replay("bad-rows", "flag: bool[2], x: i32[]", [2, 1, 0x20], &bad);
+    replay("bad-schema", "x: f33[1], y: u8[", [1, 1, 1], &[0, 1]);
 }
 
 #[test]
@@ -170,6 +208,10 @@ fn seed_corpus_replays() {
     for (p, bytes) in corpus("api_ops") {
         eprintln!("api_ops {}", p.display());
         harness::api_ops(&bytes);
+    }
+    for (p, bytes) in corpus("replay_table") {
+        eprintln!("replay_table {}", p.display());
+        harness::replay_table(&bytes);
     }
 }
 

@@ -80,17 +80,9 @@ pub fn segments(db: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A scratch directory on tmpfs when the machine has one: sweeps that open
-/// a database thousands of times would otherwise spend their time in fsync.
-pub fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
-}
+mod scratch;
+#[allow(unused_imports)]
+pub use scratch::scratch_dir;
 
 /// What one run of the tool produced.
 pub struct Run {

@@ -684,12 +684,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[path = "../common/mod.rs"]
-mod common;
+#[path = "../common/scratch.rs"]
+mod scratch;
 
 /// A temporary directory, in memory when the machine has `/dev/shm`: crash
 /// sweeps open thousands of databases, and the catalog's own fsyncs would
 /// dominate their time on a disk. (Crash semantics come from the
 /// fault-injecting storage, not from the file system.)
 #[allow(unused_imports)]
-pub use common::scratch_dir;
+pub use scratch::scratch_dir;
