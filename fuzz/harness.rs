@@ -407,7 +407,8 @@ pub fn replay_table(data: &[u8]) {
         return;
     }
     let capacity = 1 + u64::from(rest[0] % 24);
-    let page_size = 1 + u64::from(rest[1] % 6);
+    // A page holds at most the whole ring.
+    let page_size = 1 + u64::from(rest[1]) % capacity.min(6);
     let mut opts = ReplayOptions::new(capacity, page_size)
         .write_batch(rs * page_size as usize * (1 + (rest[2] as usize >> 4) % 3));
     if rest[2] & 1 != 0 {
