@@ -145,30 +145,12 @@ impl Catalog {
     }
 
     fn root_unguarded(&self) -> Result<Option<CatalogRoot>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(META)?;
-        Ok(t.get("root")?.map(|g| {
-            let (generation, s, o) = g.value();
-            CatalogRoot {
-                generation,
-                at: Location {
-                    segment: s,
-                    offset: o,
-                },
-            }
-        }))
+        read_root(&*self.db)
     }
 
     /// Live steps and their manifest locations, as the catalog knows them.
     fn steps_unguarded(&self) -> Result<BTreeMap<u64, Location>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(STEPS)?;
-        let mut out = BTreeMap::new();
-        for r in t.iter()? {
-            let (k, v) = r?;
-            out.insert(k.value(), unloc(v.value()));
-        }
-        Ok(out)
+        read_steps(&*self.db)
     }
 
     /// Applies one root: steps that left the live set and steps that joined.
@@ -327,6 +309,53 @@ impl Catalog {
 /// through here, and the callers already answer a catalog error by
 /// rebuilding or by doing without the catalog. (The panic message still
 /// reaches the panic hook.) New entry points follow the same pattern.
+fn read_root(db: &impl ReadableDatabase) -> Result<Option<CatalogRoot>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(META)?;
+    Ok(t.get("root")?.map(|g| {
+        let (generation, s, o) = g.value();
+        CatalogRoot {
+            generation,
+            at: Location {
+                segment: s,
+                offset: o,
+            },
+        }
+    }))
+}
+
+fn read_steps(db: &impl ReadableDatabase) -> Result<BTreeMap<u64, Location>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(STEPS)?;
+    let mut out = BTreeMap::new();
+    for r in t.iter()? {
+        let (k, v) = r?;
+        out.insert(k.value(), unloc(v.value()));
+    }
+    Ok(out)
+}
+
+/// The root and live steps a closed writer's catalog recorded, for a reader
+/// that wants the writer's evidence of what was durable.
+///
+/// `None` whenever that cannot be read without disturbing anyone: no
+/// catalog, a writer holds it (redb's lock is taken without waiting, so
+/// the reader never blocks it), or it was not closed cleanly (redb would
+/// need a repair, which is a write). redb opens read-only without writing,
+/// so this keeps a read-only open's promise of never changing a file.
+pub(crate) fn peek(path: &Path) -> Option<(CatalogRoot, BTreeMap<u64, Location>)> {
+    if !path.is_file() {
+        return None;
+    }
+    guarded("peek", || {
+        let db = redb::ReadOnlyDatabase::open(path)?;
+        let root = read_root(&db)?;
+        root.map(|r| read_steps(&db).map(|s| (r, s))).transpose()
+    })
+    .ok()
+    .flatten()
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -337,9 +366,22 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 impl Catalog {
-    /// Opens (or creates) the catalog file.
+    /// Opens (or creates) the catalog file. A reader peeking at it
+    /// ([`peek`]) holds it for a moment; wait for it rather than take the
+    /// file for broken and rebuild it.
     pub(crate) fn open(path: &Path) -> Result<Catalog> {
-        guarded("open", || Catalog::open_unguarded(path))
+        let mut tries = 0;
+        loop {
+            match guarded("open", || Catalog::open_unguarded(path)) {
+                Err(crate::Error::Catalog(e))
+                    if matches!(*e, redb::Error::DatabaseAlreadyOpen) && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                r => return r,
+            }
+        }
     }
 
     pub(crate) fn root(&self) -> Result<Option<CatalogRoot>> {

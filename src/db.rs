@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::catalog::{Catalog, CatalogRoot, StepChange};
-use crate::error::{Error, Result};
+use crate::error::{Error, LostCommits, Result};
 use crate::format::{EntryHeader, Kind, Location};
 use crate::gc::find_root_racing;
 use crate::log::read::{CommittedEnd, Segments};
@@ -136,6 +136,34 @@ pub struct Db {
     pub(crate) segments: Arc<Segments>,
     pub(crate) view: RwLock<View>,
     writer: Option<Mutex<Writer>>,
+    /// See [`Db::lost_commits`].
+    lost: Option<LostCommits>,
+}
+
+/// Compares the root the log ends at with the one the writer's catalog
+/// recorded after it was durable: fewer generations in the log means
+/// durable commits are missing. The lost steps are those the catalog holds
+/// live that the log does not.
+fn lost_commits(
+    found: Option<&FoundRoot>,
+    durable: CatalogRoot,
+    durable_steps: &BTreeMap<u64, Location>,
+) -> Option<LostCommits> {
+    let found_gen = found.map_or(0, |r| r.record.generation);
+    if found_gen >= durable.generation {
+        return None;
+    }
+    let kept: Vec<u64> =
+        found.map_or_else(Vec::new, |r| r.record.live.iter().map(|l| l.step).collect());
+    Some(LostCommits {
+        commits: durable.generation - found_gen,
+        lost_steps: durable_steps
+            .keys()
+            .copied()
+            .filter(|s| kept.binary_search(s).is_err())
+            .collect(),
+        kept_step: kept.last().copied(),
+    })
 }
 
 fn not_a_db(path: &Path, reason: impl Into<String>) -> Error {
@@ -214,17 +242,9 @@ impl Db {
         let hint = catalog.root().unwrap_or(None);
         let rec = find_root(&log_dir, hint.map(|h| h.at), Validate::Tail)?;
         if let Some(h) = hint {
-            let found_gen = rec.root.as_ref().map_or(0, |r| r.record.generation);
-            if found_gen < h.generation {
-                return Err(Error::corruption(
-                    &log_dir,
-                    0,
-                    format!(
-                        "the log ends at commit generation {found_gen}, but commit {} was durable; \
-                         run `ckptdb verify`, or delete index.redb to accept the loss",
-                        h.generation
-                    ),
-                ));
+            let steps = catalog.steps().unwrap_or_default();
+            if let Some(lost) = lost_commits(rec.root.as_ref(), h, &steps) {
+                return Err(Error::LostCommits { path, lost });
             }
         }
 
@@ -304,6 +324,7 @@ impl Db {
             segments,
             view: RwLock::new(View::of(rec.root)),
             writer: None,
+            lost: None,
         };
         let catalog = match db.catch_up(&mut catalog) {
             Ok(()) => catalog,
@@ -339,13 +360,36 @@ impl Db {
         if !log_dir.is_dir() {
             return Err(not_a_db(&path, "it has no log/ directory"));
         }
-        let rec = find_root_racing(&log_dir, None)?;
+        let mut rec = find_root_racing(&log_dir, None)?;
+        // The writer's evidence of what was durable, when a closed writer
+        // left it readable: a lost commit is reported, and steps that a lost
+        // commit dropped stay dropped (their data may be reclaimed already).
+        let lost = crate::catalog::peek(&path.join(CATALOG_FILE)).and_then(|(durable, steps)| {
+            let lost = lost_commits(rec.root.as_ref(), durable, &steps)?;
+            if let Some(root) = rec.root.as_mut() {
+                let newest = steps.keys().next_back().copied();
+                let dropped = |s: u64| !steps.contains_key(&s) && newest.is_some_and(|n| s < n);
+                root.record.live.retain(|l| !dropped(l.step));
+                root.record.tags.retain(|_, s| !dropped(*s));
+            }
+            Some(lost)
+        });
         Ok(Db {
             path,
             segments: Arc::new(Segments::new(log_dir)),
             view: RwLock::new(View::of(rec.root)),
             writer: None,
+            lost,
         })
+    }
+
+    /// Durable commits that a read-only open found missing from the log,
+    /// by the evidence a closed writer left in its catalog (`None` when
+    /// nothing is missing, or when no writer closed cleanly since; see
+    /// [`Error::LostCommits`]). Steps that such a commit dropped are not
+    /// listed. The writer refuses to open instead.
+    pub fn lost_commits(&self) -> Option<&LostCommits> {
+        self.lost.as_ref()
     }
 
     /// Moves a read-only handle to the newest commit. Returns true when it
@@ -475,19 +519,43 @@ impl Db {
     /// segments it reads, so it stays valid while the database moves on,
     /// drops the step, or reclaims the segments.
     pub fn snapshot(&self, step: u64) -> Result<Snapshot> {
+        self.read_current(|| self.try_snapshot(step))
+    }
+
+    /// The generation of the root this handle reads.
+    pub(crate) fn generation(&self) -> u64 {
+        self.read_view()
+            .root
+            .as_ref()
+            .map_or(0, |r| r.record.generation)
+    }
+
+    /// Runs `read` against the newest root, again and again while segments
+    /// vanish under it.
+    ///
+    /// Any handle can race with space reclamation (a read-only one with the
+    /// writer process, the writer's own handle with a compaction on another
+    /// thread): the root it read names a segment that has since been
+    /// deleted. Reclamation deletes a segment only after a durable root
+    /// stopped naming it, so a newer root exists: move to it and read again.
+    /// A segment that is missing although the root did not move is named by
+    /// the live root — damage (or a file deleted by hand), reported as
+    /// corruption, not as an I/O error. A writer that keeps reclaiming
+    /// faster than `read` runs ends in the I/O error after a few rounds.
+    pub(crate) fn read_current<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
         let mut tries = 0;
         loop {
-            match self.try_snapshot(step) {
-                // Any handle can race with space reclamation (a read-only one
-                // with the writer process, the writer's own handle with a
-                // compaction on another thread): the root it read names a
-                // segment that has since been deleted. Move on to the newer
-                // root and try again.
-                Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
-                {
-                    tries += 1;
+            let before = self.generation();
+            match read() {
+                Err(e) if self.segments.is_vanished(&e) => {
                     self.refresh()?;
+                    if self.generation() == before {
+                        return Err(self.segments.missing_named(e));
+                    }
+                    tries += 1;
+                    if tries > 20 {
+                        return Err(e);
+                    }
                 }
                 r => return r,
             }
@@ -575,6 +643,10 @@ impl Db {
     /// holds it, and every later one where it differs from the step before).
     pub fn history(&self, key: &str) -> Result<Vec<u64>> {
         crate::key::validate_key(key)?;
+        self.read_current(|| self.history_once(key))
+    }
+
+    fn history_once(&self, key: &str) -> Result<Vec<u64>> {
         // The writer answers from the catalog; a reader (or a writer whose
         // catalog failed) reads the live manifests.
         let from_catalog: Option<HashMap<u64, Location>> = match &self.writer {

@@ -135,9 +135,75 @@ pub enum Error {
         /// A description of the error that poisoned the writer.
         cause: String,
     },
+    /// Commits that were durable are missing from the log (a segment was
+    /// cut, damaged or deleted after they were acknowledged): the log now
+    /// shows an older state. The writer refuses to open; `verify` reports it;
+    /// a read-only open reports it through [`crate::Db::lost_commits`].
+    LostCommits {
+        /// The database directory.
+        path: PathBuf,
+        /// What was lost.
+        lost: LostCommits,
+    },
     /// The derived catalog (`index.redb`) failed. The log is unaffected;
     /// reopening rebuilds the catalog.
     Catalog(Box<redb::Error>),
+}
+
+/// Durable commits the log no longer holds, as far as the evidence tells
+/// (the writer's catalog, written after each commit was durable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostCommits {
+    /// How many durable commits are missing.
+    pub commits: u64,
+    /// Steps those commits added that the log no longer has.
+    pub lost_steps: Vec<u64>,
+    /// The newest step the log still holds, from which work would continue.
+    pub kept_step: Option<u64>,
+}
+
+impl LostCommits {
+    /// The one explanation the writer, a read-only open and `verify` give:
+    /// what was lost and what each way forward costs.
+    pub fn explain(&self, db: &std::path::Path) -> String {
+        let plural = |n: usize, one: &str, many: &str| {
+            if n == 1 {
+                one.to_owned()
+            } else {
+                many.to_owned()
+            }
+        };
+        let steps = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let what = match self.lost_steps.len() {
+            0 => format!(
+                "{} durable {} missing from the log (they added no step: they dropped or tagged steps)",
+                self.commits,
+                plural(self.commits as usize, "commit is", "commits are"),
+            ),
+            n => format!(
+                "{} durable {} missing from the log: {} {} lost",
+                self.commits,
+                plural(self.commits as usize, "commit is", "commits are"),
+                plural(n, "step", "steps"),
+                steps(&self.lost_steps),
+            ),
+        };
+        let from = match self.kept_step {
+            Some(s) => format!("continue from step {s}"),
+            None => "start from an empty database".to_owned(),
+        };
+        let gone = if self.lost_steps.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} gone for good)", steps(&self.lost_steps))
+        };
+        format!(
+            "{what}. Either restore the missing or damaged segment files under {}/log from a \
+             backup to get them back, or delete {}/index.redb to accept the loss and {from}{gone}",
+            db.display(),
+            db.display(),
+        )
+    }
 }
 
 impl Error {
@@ -170,7 +236,10 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            Error::Corruption { .. } | Error::ChecksumMismatch { .. } | Error::Misaligned { .. }
+            Error::Corruption { .. }
+                | Error::ChecksumMismatch { .. }
+                | Error::Misaligned { .. }
+                | Error::LostCommits { .. }
         )
     }
 }
@@ -238,6 +307,7 @@ impl fmt::Display for Error {
                 f,
                 "the writer is poisoned by an earlier error ({cause}); reopen the database"
             ),
+            Error::LostCommits { path, lost } => f.write_str(&lost.explain(path)),
             Error::Catalog(e) => write!(f, "catalog error: {e}"),
         }
     }

@@ -59,7 +59,7 @@ mod verify;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, Result};
+pub use error::{Error, LostCommits, Result};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;

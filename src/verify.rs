@@ -60,7 +60,67 @@ impl Db {
     /// are returned as `Err`; everything per entry goes into the report.
     /// `progress(done, total)` is called with payload bytes as they are
     /// checked.
+    ///
+    /// A writer reclaiming space deletes segments this walk needs; then the
+    /// walk starts again on the newer root (see `Db::read_current`), so a
+    /// healthy database is never reported damaged. A segment the live root
+    /// names that is missing is a problem (corruption). Durable commits
+    /// missing from the log ([`Db::lost_commits`]) are a problem too.
     pub fn verify_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+        let mut tries = 0;
+        loop {
+            let before = self.generation();
+            let mut report = self.read_current(|| self.verify_once(progress))?;
+            let vanished = |r: &VerifyReport| {
+                r.problems
+                    .iter()
+                    .position(|p| self.segments.is_vanished(&p.error))
+            };
+            let Some(first) = vanished(&report) else {
+                return Ok(self.with_lost_commits(report));
+            };
+            self.refresh()?;
+            if self.generation() == before {
+                report.problems = report
+                    .problems
+                    .into_iter()
+                    .map(|mut p| {
+                        if self.segments.is_vanished(&p.error) {
+                            p.error = self.segments.missing_named(p.error);
+                        }
+                        p
+                    })
+                    .collect();
+                return Ok(self.with_lost_commits(report));
+            }
+            tries += 1;
+            if tries > 20 {
+                // The writer keeps reclaiming faster than this walk runs.
+                return Err(report.problems.swap_remove(first).error);
+            }
+        }
+    }
+
+    /// Adds the durable commits missing from the log to `report`.
+    fn with_lost_commits(&self, mut report: VerifyReport) -> VerifyReport {
+        if let Some(lost) = self.lost_commits() {
+            report.problems.insert(
+                0,
+                Problem {
+                    key: "(log)".into(),
+                    steps: lost.lost_steps.clone(),
+                    location: None,
+                    error: Error::LostCommits {
+                        path: self.path().to_owned(),
+                        lost: lost.clone(),
+                    },
+                },
+            );
+        }
+        report
+    }
+
+    fn verify_once(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let (steps, committed) = {
             let view = self.read_view();
@@ -150,7 +210,13 @@ impl Db {
 /// damage, not a torn tail. A commit record whose header is intact but
 /// whose payload is not (recovery stops there too) counts as such a commit.
 fn scan_segment(path: &Path, id: u64) -> Result<Option<Problem>> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Reclaimed since it was listed; if a live step needed it, reading
+        // that step's entries reports it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?

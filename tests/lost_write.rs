@@ -79,8 +79,38 @@ fn a_catalog_proving_the_commit_durable_refuses_to_cut_it_off() {
     let seg = common::segments(&c.path).pop().unwrap();
     let before = std::fs::read(&seg).unwrap();
     match Db::open(&c.path) {
-        Err(e @ Error::Corruption { .. }) => assert!(e.to_string().contains("index.redb")),
-        other => panic!("expected a corruption error, got {other:?}"),
+        Err(e @ Error::LostCommits { .. }) => {
+            let Error::LostCommits { lost, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(lost.commits, 1);
+            assert_eq!(lost.lost_steps, vec![3]);
+            assert_eq!(lost.kept_step, Some(2));
+            assert!(e.is_corruption());
+            // Said in the user's terms: which step, and what each way
+            // forward costs; no file offsets or root generations.
+            let msg = e.to_string();
+            assert!(
+                msg.contains("1 durable commit is missing from the log: step 3 lost"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("restore the missing or damaged segment files"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("delete ")
+                    && msg.contains(
+                        "index.redb to accept the loss and continue from step 2 (3 gone for good)"
+                    ),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains("offset") && !msg.contains("generation"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected lost commits, got {other:?}"),
     }
     assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing truncated");
     // A reader still shows what is readable, and reports the bad entry.

@@ -249,8 +249,14 @@ impl Output {
     }
 }
 
+/// Opens read-only; durable commits missing from the log are said on
+/// stderr (the command still shows what the log holds).
 pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Db> {
-    Db::open_read_only(path)
+    let db = Db::open_read_only(path)?;
+    if let Some(lost) = db.lost_commits() {
+        eprintln!("ckptdb: warning: {}", lost.explain(path));
+    }
+    Ok(db)
 }
 
 fn run(cli: Cli) -> Result<Output> {

@@ -1,8 +1,9 @@
 //! `ckptdb verify`: read every live entry, check every checksum.
 //!
 //! Exit 0 when clean, 1 when anything is corrupt (each bad entry listed
-//! with its location), 2 when the check could not run (not a database, an
-//! I/O error, bad usage).
+//! with its location, durable commits missing from the log said plainly),
+//! 2 when the check could not run (not a database, an I/O error, bad usage,
+//! a writer reclaiming space faster than the check could finish).
 
 use std::path::Path;
 
@@ -50,17 +51,31 @@ pub(crate) fn run(path: &Path) -> Result<Output> {
             })
         })
         .collect();
+    // Steps examined that hold a problem (a lost commit's steps are not in
+    // the log, so they are not among them).
+    let bad_steps: std::collections::BTreeSet<u64> = report
+        .problems
+        .iter()
+        .filter(|p| !matches!(p.error, crate::Error::LostCommits { .. }))
+        .flat_map(|p| p.steps.iter().copied())
+        .collect();
     let summary = format!(
-        "{} steps, {} entries, {} checked",
-        report.steps,
+        "{} entries, {} checked",
         report.entries,
         human_bytes(report.bytes)
     );
     let text = if report.is_clean() {
-        format!("OK: {summary}\n")
+        format!("OK: {} steps, {summary}\n", report.steps)
     } else {
+        // Lost commits are said in a sentence of their own: the table's
+        // columns are for damaged entries.
+        let mut lost = String::new();
         let mut t = Table::new(&["KEY", "STEPS", "LOCATION", "ERROR"]);
         for p in &report.problems {
+            if let crate::Error::LostCommits { .. } = p.error {
+                lost.push_str(&format!("{}\n", p.error));
+                continue;
+            }
             t.row(vec![
                 p.key.clone(),
                 p.steps
@@ -74,17 +89,29 @@ pub(crate) fn run(path: &Path) -> Result<Output> {
                 p.error.to_string(),
             ]);
         }
-        format!(
-            "CORRUPT: {} bad of {summary}\n\n{}",
-            report.problems.len(),
-            t.render()
-        )
+        let n = report.problems.len();
+        let mut text = format!(
+            "CORRUPT: {} of {} steps damaged, {n} {} ({summary})\n",
+            bad_steps.len(),
+            report.steps,
+            if n == 1 { "problem" } else { "problems" },
+        );
+        if !lost.is_empty() {
+            text.push('\n');
+            text.push_str(&lost);
+        }
+        if !t.is_empty() {
+            text.push('\n');
+            text.push_str(&t.render());
+        }
+        text
     };
     Ok(Output {
         text,
         json: json!({
             "ok": report.is_clean(),
             "steps": report.steps,
+            "bad_steps": bad_steps,
             "entries": report.entries,
             "bytes": report.bytes,
             "problems": problems,

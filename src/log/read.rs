@@ -92,6 +92,27 @@ impl Segments {
         Ok(m)
     }
 
+    /// True for the error of reading a segment file that does not exist
+    /// (any step of reading it: `stat`, `open`, `mmap`).
+    pub(crate) fn is_vanished(&self, e: &Error) -> bool {
+        matches!(e, Error::Io { path, source, .. }
+            if source.kind() == std::io::ErrorKind::NotFound
+                && path.parent() == Some(self.log_dir.as_path()))
+    }
+
+    /// The corruption a vanished segment (see [`Segments::is_vanished`])
+    /// is when the live root names it.
+    pub(crate) fn missing_named(&self, e: Error) -> Error {
+        match e {
+            Error::Io { path, .. } if self.is_vanished(&e) => Error::corruption(
+                path,
+                0,
+                "the segment is missing, but the newest commit names it",
+            ),
+            e => e,
+        }
+    }
+
     /// Maps every segment that `entries` live in.
     pub(crate) fn map_all<'a>(
         &self,
