@@ -72,6 +72,42 @@ pub struct CompactStats {
     pub bytes_copied: u64,
 }
 
+/// Where a database's bytes go: what the live steps hold, what the files
+/// take, and what [`Db::compact`] would give back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StorageUsage {
+    /// Live steps.
+    pub steps: usize,
+    /// Payload bytes of the distinct entries the live steps reference,
+    /// replay pages and state included; an entry shared by several steps
+    /// or keys counts once.
+    pub live_bytes: u64,
+    /// The sum of every live step's size, as if nothing were shared.
+    pub logical_bytes: u64,
+    /// Bytes of the segment files.
+    pub segment_bytes: u64,
+    /// Bytes on disk: the segment files and the catalog.
+    pub disk_bytes: u64,
+    /// Segment bytes [`Db::compact`] with the default threshold would free:
+    /// segments holding nothing live, and sealed segments under the
+    /// threshold minus their live entries (which it copies forward). An
+    /// upper bound while a writer keeps segments for open replay tables,
+    /// and short by the few relocated manifests compaction also writes.
+    pub reclaimable_bytes: u64,
+}
+
+impl StorageUsage {
+    /// `logical_bytes / live_bytes`: how many times over sharing stores the
+    /// live steps (1 when nothing is shared; 0 for an empty database).
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.live_bytes == 0 {
+            0.0
+        } else {
+            self.logical_bytes as f64 / self.live_bytes as f64
+        }
+    }
+}
+
 /// The live steps' manifests and what they reach, per segment.
 struct Liveness {
     /// Every live step: where its manifest is, and the manifest.
@@ -188,6 +224,58 @@ impl Db {
         stats.segments_deleted = doomed.len();
         stats.bytes_after = self.segment_sizes()?.values().sum();
         Ok(stats)
+    }
+
+    /// Live bytes, disk use and what compaction would reclaim, computed
+    /// from the live manifests and the segment files (read-only; works on
+    /// a read-only handle while a writer commits).
+    pub fn storage_usage(&self) -> Result<StorageUsage> {
+        let sizes = self.segment_sizes()?;
+        let segment_bytes: u64 = sizes.values().sum();
+        let disk_bytes = self.disk_usage()?;
+        let protected: BTreeSet<u64> = {
+            let view = self.read_view();
+            let Some(root) = &view.root else {
+                return Ok(StorageUsage {
+                    segment_bytes,
+                    disk_bytes,
+                    ..StorageUsage::default()
+                });
+            };
+            // The writer appends to the newest segment; which one that is
+            // does not need the writer's state.
+            [
+                Some(root.at.segment),
+                root.record.prev_root.map(|p| p.segment),
+                sizes.keys().next_back().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        let live = self.liveness()?;
+        let mut reclaimable = 0;
+        for (&id, &len) in &sizes {
+            if protected.contains(&id) {
+                continue;
+            }
+            if !live.referenced.contains(&id) {
+                reclaimable += len;
+                continue;
+            }
+            let used = live.live_bytes.get(&id).copied().unwrap_or(0);
+            if (used as f64) < DEFAULT_LIVE_THRESHOLD * capacity(len) {
+                reclaimable += len.saturating_sub(used);
+            }
+        }
+        Ok(StorageUsage {
+            steps: live.steps.len(),
+            live_bytes: live.entries.values().map(|e| e.len).sum(),
+            logical_bytes: live.steps.iter().map(|(_, _, m)| m.logical_bytes()).sum(),
+            segment_bytes,
+            disk_bytes,
+            reclaimable_bytes: reclaimable,
+        })
     }
 
     /// Sizes of the segment files present.

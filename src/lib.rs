@@ -33,6 +33,67 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+/// Calls `$body` with `$T` bound to the Rust element type of `$dtype`
+/// (visible in every module declared below it).
+macro_rules! with_element {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::Bool => {
+                type $T = bool;
+                $body
+            }
+            $crate::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = $crate::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = $crate::bf16;
+                $body
+            }
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
 mod catalog;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
@@ -50,6 +111,7 @@ mod log;
 mod mmap;
 mod record;
 pub mod replay;
+pub mod report;
 mod snapshot;
 pub mod storage;
 mod tags;
@@ -61,7 +123,7 @@ pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
 pub use error::{Error, LostCommits, Result};
 pub use format::{Kind, Location};
-pub use gc::{CompactStats, DEFAULT_LIVE_THRESHOLD};
+pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;
 pub use snapshot::{EntryInfo, Snapshot, StepInfo, Tensor};
 pub use txn::StepTx;

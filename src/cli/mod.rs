@@ -11,67 +11,6 @@
 //! Exit codes: 0 success; 1 `verify` found corruption; 2 usage errors and
 //! every other error.
 
-/// Calls `$body` with `$T` bound to the Rust element type of `$dtype`
-/// (visible in the command modules declared below it).
-macro_rules! with_element {
-    ($dtype:expr, $T:ident => $body:expr) => {
-        match $dtype {
-            $crate::DType::Bool => {
-                type $T = bool;
-                $body
-            }
-            $crate::DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            $crate::DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            $crate::DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            $crate::DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            $crate::DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            $crate::DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            $crate::DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            $crate::DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            $crate::DType::F16 => {
-                type $T = $crate::f16;
-                $body
-            }
-            $crate::DType::BF16 => {
-                type $T = $crate::bf16;
-                $body
-            }
-            $crate::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            $crate::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-        }
-    };
-}
-
 mod compact;
 mod diff;
 mod export;
@@ -80,6 +19,7 @@ mod import;
 mod ls;
 mod progress;
 mod replay;
+mod report;
 mod select;
 mod show;
 mod stats;
@@ -127,6 +67,9 @@ enum Command {
     Ls {
         /// The database directory.
         db: PathBuf,
+        /// Draw this metric as a sparkline under the table.
+        #[arg(long, value_name = "METRIC")]
+        plot: Option<String>,
     },
     /// Every entry of a step: key, kind, dtype, shape, size; values printed.
     Show {
@@ -220,6 +163,26 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         sample: u64,
     },
+    /// A self-contained HTML page of metric curves, tensor heatmaps,
+    /// first NaN/Inf steps, storage and replay fill.
+    Report {
+        /// The database directory.
+        db: PathBuf,
+        /// The page to write (default `report.html`; with `--json`, only
+        /// when given).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Only tensor keys starting with this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only live steps in this range: `SEL..SEL`, either end optional.
+        #[arg(long, value_name = "SEL..SEL")]
+        steps: Option<report::StepRange>,
+        /// A metric whose best value is its lowest (a loss); repeatable.
+        /// Other metrics' best is their highest, as for `best:METRIC`.
+        #[arg(long = "min", value_name = "METRIC")]
+        lower_is_better: Vec<String>,
+    },
     /// Reclaim space now; prints the log's size before and after.
     Compact {
         /// The database directory.
@@ -261,7 +224,7 @@ pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Db> {
 
 fn run(cli: Cli) -> Result<Output> {
     match cli.command {
-        Command::Ls { db } => ls::run(&open_read_only(&db)?),
+        Command::Ls { db, plot } => ls::run(&open_read_only(&db)?, plot.as_deref()),
         Command::Show { db, sel } => show::run(&open_read_only(&db)?, &sel),
         Command::Stats { db, sel, key, bins } => {
             stats::run(&open_read_only(&db)?, &sel, &key, bins as usize)
@@ -295,6 +258,22 @@ fn run(cli: Cli) -> Result<Output> {
             prefix,
             from_latest,
         } => import::run(&db, &file, step, prefix, from_latest),
+        Command::Report {
+            db,
+            out,
+            prefix,
+            steps,
+            lower_is_better,
+        } => report::run(
+            &db,
+            report::Options {
+                out,
+                prefix,
+                steps,
+                lower_is_better,
+                json: cli.json,
+            },
+        ),
         Command::Compact { db, threshold } => compact::run(&db, threshold),
         Command::Replay {
             db,

@@ -1,0 +1,580 @@
+//! A run at a glance: how the stored state evolved over the live steps.
+//!
+//! [`Db::run_report`] gathers, for a range of live steps and a key prefix,
+//! every tensor's L2 norm, NaN/Inf counts and relative change from the
+//! previous step, the first step at which each key went bad, the metric
+//! curves, the storage accounting and the replay tables' fill. The CLI's
+//! `ckptdb report` renders it as a page; it is plain data (serde) for
+//! anything else.
+//!
+//! # How the tensors are read
+//!
+//! Work is planned before anything is read, by entry location: dedup makes
+//! one stored entry stand for a key at many steps (and for several keys),
+//! and a location is summarized exactly once however many cells show it.
+//! A cell whose entry differs from the same key's entry at the previous
+//! step needs `‖w_t − w_{t−1}‖`, which takes both tensors; that job streams
+//! both zero-copy views in lockstep and summarizes the new one on the way,
+//! so a changed entry's own summary costs no second pass. A cell whose
+//! entry is the previous step's has a change of exactly 0 without reading
+//! anything.
+//!
+//! The jobs run on a few scoped threads pulling from one shared counter;
+//! each keeps only its result (a few numbers), so memory stays bounded by
+//! the number of cells, not by the size of the tensors.
+
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::{Kind, Location};
+use crate::gc::StorageUsage;
+use crate::snapshot::{EntryInfo, Snapshot};
+use crate::{DType, Db};
+pub use stats::{relative_change, summarize, summarize_change, TensorSummary};
+
+/// Which part of the database a report covers.
+#[derive(Clone, Debug, Default)]
+pub struct ReportOptions {
+    /// Only keys starting with this (all keys when empty).
+    pub prefix: String,
+    /// Only live steps in this range (all live steps when `None`).
+    pub steps: Option<RangeInclusive<u64>>,
+    /// Worker threads; 0 picks the number of cores.
+    pub threads: usize,
+    /// Metrics whose best value is the lowest (a loss); every other
+    /// metric's best is its highest, as for `best:METRIC`.
+    pub lower_is_better: Vec<String>,
+}
+
+/// One live step of the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepRow {
+    /// The step number.
+    pub step: u64,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The step's size (payload bytes of all its entries).
+    pub bytes: u64,
+    /// Payload bytes its commit wrote.
+    pub new_bytes: u64,
+    /// Payload bytes it shares with earlier steps (`bytes − new_bytes`).
+    pub shared_bytes: u64,
+    /// Its metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Tags naming it.
+    pub tags: Vec<String>,
+}
+
+/// One metric over the steps that have it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MetricCurve {
+    /// The metric's name.
+    pub name: String,
+    /// `(step, value)` for every covered step holding the metric.
+    pub points: Vec<(u64, f64)>,
+    /// The step `best:NAME` (or, for a metric listed in
+    /// [`ReportOptions::lower_is_better`], `best:NAME:min`) picks: the
+    /// highest (lowest) non-NaN value, the newest among equals.
+    pub best_step: Option<u64>,
+    /// True when the lowest value is the best.
+    pub lower_is_better: bool,
+}
+
+/// One tensor at one step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cell {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Elements, NaN and Inf counts, sum of squares.
+    #[serde(flatten)]
+    pub summary: TensorSummary,
+    /// L2 norm of the finite elements.
+    pub l2: f64,
+    /// `‖w_t − w_prev‖ / ‖w_prev‖` from the previous covered step, when the
+    /// key held a tensor of the same dtype and shape there.
+    pub rel_change: Option<f64>,
+    /// True when the entry is the previous step's (stored once, shared).
+    pub shared: bool,
+}
+
+/// One key across the covered steps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyRow {
+    /// The key.
+    pub key: String,
+    /// Its first path component (`policy` of `policy/fc1.weight`), the
+    /// heatmap's grouping.
+    pub group: String,
+    /// One cell per covered step; `None` where the key holds no tensor.
+    pub cells: Vec<Option<Cell>>,
+}
+
+/// The first covered step at which a key held a NaN or an infinity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FirstBad {
+    /// The key.
+    pub key: String,
+    /// The step.
+    pub step: u64,
+    /// NaN elements at that step.
+    pub nan: u64,
+    /// Infinite elements at that step.
+    pub inf: u64,
+}
+
+/// One replay table at one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplayPoint {
+    /// The step.
+    pub step: u64,
+    /// Transitions held.
+    pub len: u64,
+    /// Transitions ever pushed.
+    pub total_inserted: u64,
+}
+
+/// A bin of a histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Bin {
+    /// Lower edge.
+    pub from: f64,
+    /// Upper edge.
+    pub to: f64,
+    /// Values in `[from, to)` (the last bin includes `to`).
+    pub count: u64,
+}
+
+/// One replay table over the covered steps.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayCurve {
+    /// The table's name.
+    pub table: String,
+    /// Its capacity.
+    pub capacity: u64,
+    /// True for prioritized tables.
+    pub prioritized: bool,
+    /// Fill at every covered step holding the table.
+    pub points: Vec<ReplayPoint>,
+    /// For a prioritized table, the distribution of the priority weights
+    /// `p^α` held at the newest covered step.
+    pub priorities: Vec<Bin>,
+}
+
+/// Everything `ckptdb report` shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    /// The key prefix covered.
+    pub prefix: String,
+    /// The covered steps, ascending.
+    pub steps: Vec<StepRow>,
+    /// One curve per metric, by name.
+    pub metrics: Vec<MetricCurve>,
+    /// Every tensor key under the prefix, sorted.
+    pub keys: Vec<KeyRow>,
+    /// Keys that held NaN or Inf, by first bad step, then key.
+    pub first_bad: Vec<FirstBad>,
+    /// The whole database's storage (not only the covered steps).
+    pub storage: StorageUsage,
+    /// `storage.logical_bytes / storage.live_bytes`.
+    pub dedup_ratio: f64,
+    /// Replay tables, by name.
+    pub replay: Vec<ReplayCurve>,
+    /// Distinct stored tensors summarized.
+    pub entries_read: u64,
+    /// Payload bytes streamed to do it.
+    pub bytes_read: u64,
+}
+
+/// Bins of the priority histogram.
+const PRIORITY_BINS: usize = 20;
+
+/// Reading one stored tensor, with the previous version of its key when the
+/// change between them is needed.
+struct Job {
+    cur: (usize, String),
+    prev: Option<(usize, String)>,
+    /// False when another job already summarizes `cur`'s location.
+    summarize: bool,
+    bytes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct JobOut {
+    summary: Option<TensorSummary>,
+    delta_sum_squares: Option<f64>,
+}
+
+impl Db {
+    /// Gathers the report for `options`. `progress(done, total)` is called
+    /// with payload bytes streamed, from the calling thread.
+    pub fn run_report(
+        &self,
+        options: &ReportOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RunReport> {
+        let infos: Vec<_> = self
+            .step_infos()
+            .into_iter()
+            .filter(|i| options.steps.as_ref().is_none_or(|r| r.contains(&i.step)))
+            .collect();
+        let snaps = infos
+            .iter()
+            .map(|i| self.snapshot(i.step))
+            .collect::<Result<Vec<Snapshot>>>()?;
+        let storage = self.storage_usage()?;
+
+        // Per key, its tensor entry at every covered step.
+        let mut grid: BTreeMap<String, Vec<Option<EntryInfo>>> = BTreeMap::new();
+        for (si, snap) in snaps.iter().enumerate() {
+            for key in snap.keys_with_prefix(&options.prefix) {
+                let Ok(e) = snap.entry(key) else { continue };
+                if e.kind != Kind::Tensor || e.dtype.is_none() {
+                    continue;
+                }
+                grid.entry(key.to_owned())
+                    .or_insert_with(|| vec![None; snaps.len()])[si] = Some(e);
+            }
+        }
+
+        let (jobs, by_pair, by_loc) = plan(&grid);
+        let total: u64 = jobs.iter().map(|j| j.bytes).sum();
+        let outs = run_jobs(&snaps, &jobs, options.threads, total, progress)?;
+
+        let mut keys = Vec::with_capacity(grid.len());
+        let mut first_bad = Vec::new();
+        for (key, col) in grid {
+            let mut cells = Vec::with_capacity(col.len());
+            let mut bad_seen = false;
+            for (si, e) in col.iter().enumerate() {
+                let Some(e) = e else {
+                    cells.push(None);
+                    continue;
+                };
+                let summary = by_loc
+                    .get(&e.location)
+                    .and_then(|&j| outs[j].summary)
+                    .unwrap_or_default();
+                let prev = si.checked_sub(1).and_then(|p| col[p].as_ref());
+                let comparable = prev.filter(|p| p.dtype == e.dtype && p.shape == e.shape);
+                let shared = prev.is_some_and(|p| p.location == e.location);
+                let rel_change = comparable.and_then(|p| {
+                    if shared {
+                        return Some(0.0);
+                    }
+                    let d = by_pair
+                        .get(&(p.location, e.location))
+                        .and_then(|&j| outs[j].delta_sum_squares)?;
+                    let ps = by_loc.get(&p.location).and_then(|&j| outs[j].summary)?;
+                    Some(relative_change(d, &ps))
+                });
+                if summary.has_non_finite() && !bad_seen {
+                    bad_seen = true;
+                    first_bad.push(FirstBad {
+                        key: key.clone(),
+                        step: infos[si].step,
+                        nan: summary.nan,
+                        inf: summary.inf,
+                    });
+                }
+                cells.push(Some(Cell {
+                    dtype: e.dtype.unwrap_or(DType::U8),
+                    shape: e.shape.clone(),
+                    summary,
+                    l2: summary.l2(),
+                    rel_change,
+                    shared,
+                }));
+            }
+            let group = key.split('/').next().unwrap_or_default().to_owned();
+            keys.push(KeyRow { key, group, cells });
+        }
+        first_bad.sort_by(|a, b| (a.step, &a.key).cmp(&(b.step, &b.key)));
+
+        let replay = replay_curves(&snaps)?;
+        let mut metrics: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+        for i in &infos {
+            for (name, &v) in &i.metrics {
+                metrics.entry(name.clone()).or_default().push((i.step, v));
+            }
+        }
+        let metrics = metrics
+            .into_iter()
+            .map(|(name, points)| {
+                let lower = options.lower_is_better.contains(&name);
+                MetricCurve {
+                    best_step: best_step(&points, lower),
+                    lower_is_better: lower,
+                    name,
+                    points,
+                }
+            })
+            .collect();
+        let steps = infos
+            .into_iter()
+            .map(|i| StepRow {
+                step: i.step,
+                time_ms: i
+                    .time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                bytes: i.logical_bytes,
+                new_bytes: i.new_bytes,
+                shared_bytes: i.logical_bytes.saturating_sub(i.new_bytes),
+                metrics: i.metrics,
+                tags: i.tags,
+            })
+            .collect();
+        Ok(RunReport {
+            prefix: options.prefix.clone(),
+            steps,
+            metrics,
+            keys,
+            first_bad,
+            dedup_ratio: storage.dedup_ratio(),
+            storage,
+            replay,
+            entries_read: jobs.iter().filter(|j| j.summarize).count() as u64,
+            bytes_read: total,
+        })
+    }
+}
+
+/// The step `best:METRIC` picks among `points`: highest (with `lower`,
+/// lowest) value, newest among equals, NaN never.
+fn best_step(points: &[(u64, f64)], lower: bool) -> Option<u64> {
+    let mut best: Option<(u64, f64)> = None;
+    for &(s, v) in points {
+        if !v.is_nan() && best.is_none_or(|(_, b)| if lower { v <= b } else { v >= b }) {
+            best = Some((s, v));
+        }
+    }
+    best.map(|(s, _)| s)
+}
+
+type PairIndex = HashMap<(Location, Location), usize>;
+type LocIndex = HashMap<Location, usize>;
+
+/// The jobs reading `grid`: one per distinct (previous, current) entry pair
+/// that needs a change, and one per location no such job summarizes.
+/// Returns the jobs and which job answers each pair and each location.
+fn plan(grid: &BTreeMap<String, Vec<Option<EntryInfo>>>) -> (Vec<Job>, PairIndex, LocIndex) {
+    let mut jobs = Vec::new();
+    let mut by_pair: PairIndex = HashMap::new();
+    let mut by_loc: LocIndex = HashMap::new();
+    for (key, col) in grid {
+        for si in 1..col.len() {
+            let (Some(p), Some(c)) = (&col[si - 1], &col[si]) else {
+                continue;
+            };
+            if p.location == c.location || p.dtype != c.dtype || p.shape != c.shape {
+                continue;
+            }
+            if by_pair.contains_key(&(p.location, c.location)) {
+                continue;
+            }
+            let summarize = !by_loc.contains_key(&c.location);
+            if summarize {
+                by_loc.insert(c.location, jobs.len());
+            }
+            by_pair.insert((p.location, c.location), jobs.len());
+            jobs.push(Job {
+                cur: (si, key.clone()),
+                prev: Some((si - 1, key.clone())),
+                summarize,
+                bytes: p.bytes + c.bytes,
+            });
+        }
+    }
+    for (key, col) in grid {
+        for (si, c) in col.iter().enumerate() {
+            let Some(c) = c else { continue };
+            if by_loc.contains_key(&c.location) {
+                continue;
+            }
+            by_loc.insert(c.location, jobs.len());
+            jobs.push(Job {
+                cur: (si, key.clone()),
+                prev: None,
+                summarize: true,
+                bytes: c.bytes,
+            });
+        }
+    }
+    (jobs, by_pair, by_loc)
+}
+
+/// Runs `jobs` on scoped worker threads while the calling thread reports
+/// progress. The first error stops the other workers.
+fn run_jobs(
+    snaps: &[Snapshot],
+    jobs: &[Job],
+    threads: usize,
+    total: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<JobOut>> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(jobs.len())
+    .max(1);
+    let next = AtomicUsize::new(0);
+    let done_bytes = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let outs: Vec<OnceLock<Result<JobOut>>> = jobs.iter().map(|_| OnceLock::new()).collect();
+    progress(0, total);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= jobs.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = run_job(snaps, &jobs[i]);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    let _ = outs[i].set(r);
+                    done_bytes.fetch_add(jobs[i].bytes, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        while !workers.iter().all(|w| w.is_finished()) {
+            progress(done_bytes.load(Ordering::Relaxed), total);
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    });
+    progress(done_bytes.load(Ordering::Relaxed), total);
+    outs.into_iter()
+        .map(|o| {
+            o.into_inner().unwrap_or(Ok(JobOut {
+                summary: None,
+                delta_sum_squares: None,
+            }))
+        })
+        .collect()
+}
+
+fn run_job(snaps: &[Snapshot], job: &Job) -> Result<JobOut> {
+    let cur = snaps[job.cur.0].tensor(&job.cur.1)?;
+    let prev = match &job.prev {
+        Some((si, key)) => Some(snaps[*si].tensor(key)?),
+        None => None,
+    };
+    with_element!(cur.dtype(), T => {
+        let c = cur.as_slice::<T>()?;
+        Ok(match prev {
+            Some(p) => {
+                let (summary, d) = summarize_change(p.as_slice::<T>()?, c);
+                JobOut { summary: job.summarize.then_some(summary), delta_sum_squares: d }
+            }
+            None => JobOut { summary: Some(summarize(c)), delta_sum_squares: None },
+        })
+    })
+}
+
+/// Fill per step of every replay table, and the priority distribution of
+/// prioritized tables at the newest step holding them.
+fn replay_curves(snaps: &[Snapshot]) -> Result<Vec<ReplayCurve>> {
+    let mut curves: BTreeMap<String, ReplayCurve> = BTreeMap::new();
+    for snap in snaps {
+        for name in snap.replay_tables() {
+            let view = snap.replay(&name)?;
+            let c = curves.entry(name.clone()).or_insert_with(|| ReplayCurve {
+                table: name.clone(),
+                capacity: view.capacity(),
+                prioritized: false,
+                points: Vec::new(),
+                priorities: Vec::new(),
+            });
+            c.capacity = view.capacity();
+            c.points.push(ReplayPoint {
+                step: snap.step(),
+                len: view.len(),
+                total_inserted: view.total_inserted(),
+            });
+            c.prioritized = view.options().alpha.is_some();
+            c.priorities = if c.prioritized {
+                let weights: Vec<f64> = (0..view.len())
+                    .filter_map(|slot| view.priority_weight(slot))
+                    .collect();
+                histogram(&weights, PRIORITY_BINS)
+            } else {
+                Vec::new()
+            };
+        }
+    }
+    Ok(curves.into_values().collect())
+}
+
+/// `bins` equal-width bins over the finite values' range (one bin when they
+/// are all equal; none when there are none).
+fn histogram(values: &[f64], bins: usize) -> Vec<Bin> {
+    let (lo, hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return Vec::new();
+    }
+    let n = if hi > lo { bins } else { 1 };
+    let width = (hi - lo) / n as f64;
+    let mut out: Vec<Bin> = (0..n)
+        .map(|i| Bin {
+            from: lo + width * i as f64,
+            to: if i + 1 == n {
+                hi
+            } else {
+                lo + width * (i + 1) as f64
+            },
+            count: 0,
+        })
+        .collect();
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        let i = if width > 0.0 {
+            (((v - lo) / width) as usize).min(n - 1)
+        } else {
+            0
+        };
+        out[i].count += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_step_is_the_newest_highest() {
+        let points = [(1, 2.0), (2, 5.0), (3, 5.0), (4, 1.0), (5, 1.0)];
+        assert_eq!(best_step(&points, false), Some(3));
+        assert_eq!(best_step(&points, true), Some(5));
+        assert_eq!(best_step(&[(1, f64::NAN)], false), None);
+        assert_eq!(best_step(&[(1, f64::NAN), (2, -1.0)], true), Some(2));
+    }
+
+    #[test]
+    fn histogram_bins_cover_the_range() {
+        let h = histogram(&[0.0, 1.0, 2.0, 3.0, 4.0, f64::NAN], 4);
+        assert_eq!(h.iter().map(|b| b.count).collect::<Vec<_>>(), [1, 1, 1, 2]);
+        assert_eq!((h[0].from, h[3].to), (0.0, 4.0));
+        let h = histogram(&[2.0, 2.0], 4);
+        assert_eq!((h.len(), h[0].count), (1, 2));
+        assert!(histogram(&[], 4).is_empty());
+    }
+}
