@@ -90,14 +90,17 @@ def _dumps(key: str, obj: Any) -> str:
         raise InvalidArgumentError(f"{key!r} is not JSON-serializable: {e}") from None
 
 
-def open(path: PathLike, read_only: bool = False) -> "Db":  # noqa: A001 - the natural name
+def open(  # noqa: A001 - the natural name
+    path: PathLike, read_only: bool = False, segment_size: Optional[int] = None
+) -> "Db":
     """Opens (creating it if needed) the database at ``path``.
 
     A writer takes the database's lock (``LockedError`` while another
     process holds it); ``read_only=True`` never writes and may run beside a
-    writer, seeing new steps after :meth:`Db.refresh`.
+    writer, seeing new steps after :meth:`Db.refresh`. ``segment_size``
+    (bytes, default 1 GiB) is where the writer starts a new log file.
     """
-    return Db(_native.open(_os.fspath(path), read_only))
+    return Db(_native.open(_os.fspath(path), read_only, segment_size))
 
 
 class VerifyReport:

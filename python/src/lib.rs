@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use ckptdb::replay::{Batch, Field, ReplayOptions, ReplayTable, ReplayView, SampleIndex, Schema};
 use ckptdb::trainer::{CheckpointManager, CheckpointOptions, MetricMode, PendingStep};
-use ckptdb::{DType, Db, Snapshot, StepTx};
+use ckptdb::{DType, Db, DbOptions, Snapshot, StepTx};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -228,10 +228,9 @@ impl NativeDb {
             }
         }
         Ok(NativeTx {
-            db,
             step,
             parent: parent_of(parent)?,
-            ops: Mutex::new(Some(Vec::new())),
+            open: Mutex::new(Some((db, Vec::new()))),
         })
     }
 
@@ -270,15 +269,18 @@ impl NativeDb {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, read_only=false))]
-fn open(py: Python<'_>, path: std::path::PathBuf, read_only: bool) -> PyResult<NativeDb> {
+#[pyo3(signature = (path, read_only=false, segment_size=None))]
+fn open(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    read_only: bool,
+    segment_size: Option<u64>,
+) -> PyResult<NativeDb> {
     let db = py
-        .detach(|| {
-            if read_only {
-                Db::open_read_only(&path)
-            } else {
-                Db::open(&path)
-            }
+        .detach(|| match (read_only, segment_size) {
+            (true, _) => Db::open_read_only(&path),
+            (false, None) => Db::open(&path),
+            (false, Some(n)) => Db::open_with(&path, DbOptions::default().segment_size(n)),
         })
         .or_raise()?;
     Ok(NativeDb {
@@ -322,16 +324,17 @@ enum Op {
 /// written and committed in one call with the GIL released.
 #[pyclass(module = "ckptdb._native", frozen)]
 struct NativeTx {
-    db: Arc<Db>,
     step: u64,
     parent: Parent,
-    ops: Mutex<Option<Vec<Op>>>,
+    /// The database and the operations so far; taken by commit or abort,
+    /// so that a finished transaction holds no share of the database.
+    open: Mutex<Option<(Arc<Db>, Vec<Op>)>>,
 }
 
 impl NativeTx {
     fn push(&self, op: Op) -> PyResult<()> {
-        let mut ops = self.ops.lock().map_err(|_| finished())?;
-        ops.as_mut().ok_or_else(finished)?.push(op);
+        let mut open = lock(&self.open);
+        open.as_mut().ok_or_else(finished)?.1.push(op);
         Ok(())
     }
 }
@@ -436,10 +439,10 @@ impl NativeTx {
 
     /// Writes and commits the step; returns the step number.
     fn commit(&self, py: Python<'_>) -> PyResult<u64> {
-        let ops = lock(&self.ops).take().ok_or_else(finished)?;
-        let (db, step, parent) = (&self.db, self.step, self.parent);
+        let (db, ops) = lock(&self.open).take().ok_or_else(finished)?;
+        let (step, parent) = (self.step, self.parent);
         py.detach(|| {
-            let mut tx = begin(db, step, parent)?;
+            let mut tx = begin(&db, step, parent)?;
             apply(&mut tx, &ops)?;
             tx.commit()
         })
@@ -448,12 +451,12 @@ impl NativeTx {
     }
 
     fn abort(&self) {
-        lock(&self.ops).take();
+        lock(&self.open).take();
     }
 
     #[getter]
     fn finished(&self) -> bool {
-        lock(&self.ops).is_none()
+        lock(&self.open).is_none()
     }
 }
 
