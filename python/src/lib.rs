@@ -760,6 +760,26 @@ impl NativeTable {
             .or_raise()
     }
 
+    /// Seconds each of `rounds` uniform samples of `n` rows takes inside
+    /// Rust, without building Python objects: the baseline the binding's
+    /// own overhead is measured against (`benches/python`).
+    fn time_sample_in_rust(&self, py: Python<'_>, n: usize, rounds: usize) -> PyResult<Vec<f64>> {
+        let mut rng = StdRng::seed_from_u64(0);
+        let table = &self.table;
+        py.detach(|| {
+            let t = lock(table);
+            let mut times = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                let batch = t.with_dependent(|_, t| t.sample_uniform(&mut rng, n))?;
+                std::hint::black_box(&batch);
+                times.push(start.elapsed().as_secs_f64());
+            }
+            Ok(times)
+        })
+        .or_raise()
+    }
+
     /// Row `i` (0 = oldest) as packed bytes in schema order.
     fn row<'py>(&self, py: Python<'py>, i: u64) -> PyResult<Bound<'py, PyBytes>> {
         let table = lock(&self.table);
@@ -970,13 +990,14 @@ impl NativeManager {
         for (name, value) in &args.metrics {
             pending.put_metric(name, *value).or_raise()?;
         }
-        if !args.tables.is_empty() {
-            return Err(errors::invalid(
-                "save_async cannot carry replay tables yet; use save",
-            ));
-        }
-        py.detach(|| self.manager.save_async(step, pending))
-            .or_raise()
+        let tables = &args.tables;
+        py.detach(|| {
+            for table in tables {
+                lock(table).with_dependent_mut(|_, t| pending.put_replay(t))?;
+            }
+            self.manager.save_async(step, pending)
+        })
+        .or_raise()
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {

@@ -108,3 +108,20 @@ def test_bad_replay_input(db):
     assert len(table) == 0
     with pytest.raises(ckptdb.InvalidArgumentError):
         db.replay_table("c", "obs: f99[4]", capacity=10, page_size=4)
+
+
+def test_save_async_carries_the_replay_table(path):
+    with ckptdb.CheckpointManager(path, keep_last=1) as mgr:
+        table = mgr.db.replay_table("buf", SCHEMA, capacity=1000, page_size=64)
+        data = rows(900)
+        table.push_batch({k: v[:500] for k, v in data.items()})
+        mgr.save_async(1, {"w": np.zeros(2, np.float32)}, replay=[table])
+        table.push_batch({k: v[500:] for k, v in data.items()})  # not in step 1
+        mgr.flush()
+        view = mgr.restore_latest().replay("buf")
+        assert len(view) == 500
+        np.testing.assert_array_equal(view.row(499)["obs"], data["obs"][499])
+        mgr.save_async(2, {"w": np.ones(2, np.float32)}, replay=[table])
+    view = ckptdb.open(path, read_only=True).latest().replay("buf")
+    assert len(view) == 900
+    np.testing.assert_array_equal(view.row(899)["obs"], data["obs"][899])
