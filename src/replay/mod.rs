@@ -96,6 +96,7 @@ pub use schema::{
     Field, FieldSpec, ReplayOptions, Schema, DEFAULT_WRITE_BATCH, MAX_CAPACITY, MAX_FIELDS,
     MAX_PAGE_BYTES, MAX_ROW_BYTES, MAX_WRITE_BATCH,
 };
+pub(crate) use table::ReplayCapture;
 pub use table::ReplayTable;
 
 use crate::db::Db;

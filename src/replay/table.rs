@@ -686,10 +686,104 @@ impl<'db> ReplayTable<'db> {
             })
             .collect();
         self.sync_pins(tx.writer_mut());
+        let partial = (self.ring.fill_rows() > 0)
+            .then(|| (self.ring.fill_rows(), self.ring.fill.filled().to_vec()));
+        let side = self.ring.prio.as_ref().map(|t| {
+            let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (self.ring.capacity(), bytes)
+        });
+        let small = SmallState {
+            name,
+            row_size: rs,
+            schema: self.ring.meta_bytes(),
+            ring: self.ring.ring_bytes(),
+            partial,
+            side,
+        };
+        small.record(tx, pages)
+    }
+
+    /// Everything [`ReplayTable::record`] puts in a step, owned, for a step
+    /// committed later on another thread (`PendingStep::put_replay`).
+    ///
+    /// Takes the writer (waiting for a commit in flight) outside any
+    /// transaction, and appends the pages still pending as detached entries
+    /// there and then, so that the capture only names pages that are in
+    /// the log; the partial page and the priorities, which are small, are
+    /// copied. The named pages get pins of the capture's own: the table may
+    /// overwrite them and drop its pins before the step commits, and a
+    /// reclamation in between must not delete them. The commit releases
+    /// those pins while it holds the writer, which no reclamation can take
+    /// before the published root names the pages.
+    pub(crate) fn capture(&mut self) -> Result<ReplayCapture> {
+        let db = self.db;
+        let mut w = db.lock_writer()?;
+        self.take_back_reclaimed_pages()?;
+        let written = std::mem::take(&mut self.held);
+        let appended = self.append_pending(&mut w);
+        self.map_held(written);
+        appended?;
+        self.sync_pins(&mut w);
+        let mut pages = Vec::with_capacity(self.ring.pages.len());
+        for (k, p) in self.ring.pages.iter().enumerate() {
+            pages.push(match p {
+                Some(Page::Mapped { entry, .. } | Page::Held { entry, .. }) => Some(entry.clone()),
+                Some(Page::Pending { .. }) => {
+                    return Err(Error::invalid(format!(
+                        "replay table {:?}: page {k} could not be written before the step",
+                        self.ring.name
+                    )))
+                }
+                None => None,
+            });
+        }
+        let pins: Vec<crate::format::Location> = pages.iter().flatten().map(|e| e.at).collect();
+        for at in &pins {
+            *w.pinned.entry(*at).or_default() += 1;
+        }
+        let rs = self.ring.row_size() as u64;
+        Ok(ReplayCapture {
+            db: db as *const Db as usize,
+            small: SmallState {
+                name: self.ring.name.clone(),
+                row_size: rs,
+                schema: self.ring.meta_bytes(),
+                ring: self.ring.ring_bytes(),
+                partial: (self.ring.fill_rows() > 0)
+                    .then(|| (self.ring.fill_rows(), self.ring.fill.filled().to_vec())),
+                side: self.ring.prio.as_ref().map(|t| {
+                    let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (self.ring.capacity(), bytes)
+                }),
+            },
+            pages,
+            pins,
+        })
+    }
+}
+
+/// The part of a table's recorded state that is not full pages: the
+/// partial page (rows, bytes), the priorities (capacity, f32 bytes) and
+/// the encoded schema and ring counters.
+struct SmallState {
+    name: String,
+    row_size: u64,
+    schema: Vec<u8>,
+    ring: Vec<u8>,
+    partial: Option<(u64, Vec<u8>)>,
+    side: Option<(u64, Vec<u8>)>,
+}
+
+impl SmallState {
+    /// Writes the partial page and the priorities (a committed identical
+    /// copy is shared instead) and records the table, whose full pages are
+    /// `pages`, in `tx`.
+    fn record(self, tx: &mut StepTx<'_>, pages: Vec<Option<EntryRef>>) -> Result<()> {
+        let name = self.name;
         // Pages appended outside any transaction that no commit has named
         // yet are this step's new bytes (unless this transaction recorded
         // them already).
-        let committed = self.db.read_view().committed();
+        let committed = tx.db().read_view().committed();
         let beyond = |e: &EntryRef| match committed {
             Some(c) => (e.at.segment, e.at.offset) >= (c.segment, c.end),
             None => true,
@@ -699,6 +793,7 @@ impl<'db> ReplayTable<'db> {
             .get(&name)
             .map(|st| st.pages.iter().flatten().map(|e| e.at).collect())
             .unwrap_or_default();
+        let pinned = tx.begin_position();
         let fresh: u64 = pages
             .iter()
             .flatten()
@@ -706,39 +801,71 @@ impl<'db> ReplayTable<'db> {
             .map(|e| e.len)
             .sum();
         tx.count_new_bytes(fresh);
-        let partial = if self.ring.fill_rows() > 0 {
-            Some(tx.write_entry(
+        let partial = match &self.partial {
+            Some((rows, bytes)) => Some(tx.write_entry(
                 &format!("replay:{name}/partial"),
                 Kind::ReplayPage,
                 Some(DType::U8),
-                vec![self.ring.fill_rows(), rs],
-                self.ring.fill.filled(),
-            )?)
-        } else {
-            None
+                vec![*rows, self.row_size],
+                bytes,
+            )?),
+            None => None,
         };
-        let side = match &self.ring.prio {
-            Some(t) => {
-                let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
-                Some(tx.write_entry(
-                    &format!("replay:{name}/priorities"),
-                    Kind::ReplayState,
-                    Some(DType::F32),
-                    vec![self.ring.capacity()],
-                    &bytes,
-                )?)
-            }
+        let side = match &self.side {
+            Some((capacity, bytes)) => Some(tx.write_entry(
+                &format!("replay:{name}/priorities"),
+                Kind::ReplayState,
+                Some(DType::F32),
+                vec![*capacity],
+                bytes,
+            )?),
             None => None,
         };
         let state = ReplayTableState {
-            schema: self.ring.meta_bytes(),
+            schema: self.schema,
             pages,
             partial,
             side,
-            ring: self.ring.ring_bytes(),
+            ring: self.ring,
         };
         tx.replay.insert(name, state);
         Ok(())
+    }
+}
+
+/// A replay table's state as [`ReplayTable::capture`] took it, to be
+/// recorded by a later transaction.
+pub(crate) struct ReplayCapture {
+    /// The address of the database the pages belong to (compared, never
+    /// dereferenced).
+    db: usize,
+    small: SmallState,
+    pages: Vec<Option<EntryRef>>,
+    /// Pins this capture holds in the writer's pin set.
+    pins: Vec<crate::format::Location>,
+}
+
+impl std::fmt::Debug for ReplayCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCapture")
+            .field("table", &self.small.name)
+            .field("pages", &self.pages.iter().flatten().count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayCapture {
+    /// Records the captured table in `tx` and releases the capture's pins
+    /// (the transaction holds the writer until its root names the pages).
+    pub(crate) fn record(self, tx: &mut StepTx<'_>) -> Result<()> {
+        if tx.db() as *const Db as usize != self.db {
+            return Err(Error::invalid(format!(
+                "replay table {:?} belongs to another database",
+                self.small.name
+            )));
+        }
+        unpin_all(tx.writer_mut(), self.pins);
+        self.small.record(tx, self.pages)
     }
 }
 

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::key::{validate_key, validate_name};
+use crate::replay::{ReplayCapture, ReplayTable};
 use crate::txn::{check_rank, check_tensor_bytes, StepTx};
 
 /// Bytes owned in whatever container they arrived in.
@@ -49,6 +50,8 @@ enum Item {
 pub struct PendingStep {
     items: Vec<(String, Item)>,
     metrics: BTreeMap<String, f64>,
+    /// Replay tables, as captured by [`PendingStep::put_replay`].
+    replay: Vec<ReplayCapture>,
     bytes: u64,
 }
 
@@ -58,6 +61,7 @@ impl std::fmt::Debug for PendingStep {
             .field("entries", &self.items.len())
             .field("bytes", &self.bytes)
             .field("metrics", &self.metrics)
+            .field("replay", &self.replay)
             .finish()
     }
 }
@@ -195,9 +199,24 @@ impl PendingStep {
         Ok(())
     }
 
+    /// Records replay table `table` in the step as it is now, as
+    /// [`StepTx::put_replay`] would: the table's full pages are already in
+    /// the log (pages still waiting for their batch are appended now), so
+    /// only its small state is copied — the page being filled, the
+    /// priorities and the ring counters. The table can go on pushing at
+    /// once; the step holds the rows pushed before this call.
+    ///
+    /// Takes the database's writer for a moment, so it waits for a commit
+    /// in flight; don't call it while this thread holds a [`StepTx`].
+    pub fn put_replay(&mut self, table: &mut ReplayTable<'_>) -> Result<()> {
+        let capture = table.capture()?;
+        self.replay.push(capture);
+        Ok(())
+    }
+
     /// Puts everything into `tx`. Later puts of the same key win, as they
     /// would on the transaction itself.
-    pub(crate) fn apply(&self, tx: &mut StepTx<'_>) -> Result<()> {
+    pub(crate) fn apply(self, tx: &mut StepTx<'_>) -> Result<()> {
         for (key, item) in &self.items {
             match item {
                 Item::Tensor {
@@ -211,6 +230,9 @@ impl PendingStep {
         }
         for (name, &v) in &self.metrics {
             tx.put_metric(name, v)?;
+        }
+        for table in self.replay {
+            table.record(tx)?;
         }
         Ok(())
     }
