@@ -33,17 +33,33 @@ macro_rules! json_element {
     };
 }
 
-json_element!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+json_element!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f64);
+
+/// The shortest decimal that reads back as this narrow float (`0.1` for the
+/// f32 0.1, not the f64 digits of its widened value `0.10000000149011612`).
+/// serde_json keeps the digits as written (`arbitrary_precision`).
+fn narrow_float(x: impl std::fmt::Display, finite: bool) -> Value {
+    if !finite {
+        return Value::Null;
+    }
+    serde_json::from_str(&x.to_string()).unwrap_or(Value::Null)
+}
+
+impl JsonElement for f32 {
+    fn json(&self) -> Value {
+        narrow_float(self, self.is_finite())
+    }
+}
 
 impl JsonElement for crate::f16 {
     fn json(&self) -> Value {
-        Value::from(self.to_f64())
+        narrow_float(self, self.is_finite())
     }
 }
 
 impl JsonElement for crate::bf16 {
     fn json(&self) -> Value {
-        Value::from(self.to_f64())
+        narrow_float(self, self.is_finite())
     }
 }
 
@@ -194,7 +210,8 @@ fn one(step: u64, view: &ReplayView, sample: u64) -> Result<Output> {
         ));
     }
     if n > 0 {
-        text.push_str(&format!("\nnewest {n} rows\n"));
+        let rows = if n == 1 { "row" } else { "rows" };
+        text.push_str(&format!("\nnewest {n} {rows}\n"));
         text.push_str(&t.render());
     }
     Ok(Output::ok(text, json))
