@@ -191,7 +191,9 @@ impl Db {
         match std::fs::metadata(&path) {
             Ok(m) if !m.is_dir() => return Err(not_a_db(&path, "it is not a directory")),
             Ok(_) => check_layout(&path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A new database inside another one would be a foreign
+            // directory there, and that database would refuse to open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => refuse_inside_database(&path)?,
             Err(e) => return Err(Error::io("stat", &path, e)),
         }
         if !log_dir.exists() {
@@ -796,9 +798,9 @@ pub(crate) fn prune_manifests(view: &mut View) {
     view.manifests.retain(|at, _| keep.contains(at));
 }
 
-/// Refuses an output path (an export) inside a database directory: a
-/// foreign file there makes the database refuse to open, and a file
-/// replaced there would be a segment or the catalog replaced under its
+/// Refuses an output path (an export, a new database) inside a database
+/// directory: a foreign file there makes the database refuse to open, and a
+/// file replaced there would be a segment or the catalog replaced under its
 /// writer. Checks the nearest existing ancestor of `out` and every
 /// directory above it.
 pub(crate) fn refuse_inside_database(out: &Path) -> Result<()> {

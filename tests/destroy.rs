@@ -1,6 +1,7 @@
 //! `Db::destroy` goes through the writer lock: it refuses while a writer in
 //! another process (or in this one) holds the database, refuses what is not
-//! a database, and otherwise removes exactly the database.
+//! a database, and otherwise removes exactly the database. Nor can a new
+//! database be created inside one (it would make that one unopenable).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -147,4 +148,23 @@ fn destroy_refuses_what_is_not_a_database() {
     ));
     std::fs::remove_file(db_path.join("log").join("stray")).unwrap();
     assert_eq!(Db::open_read_only(&db_path).unwrap().steps(), vec![1]);
+}
+
+#[test]
+fn no_database_is_created_inside_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::open(&path).unwrap();
+    db.begin_step(1).unwrap().commit().unwrap();
+    for inner in [path.join("sub"), path.join("log").join("sub")] {
+        match Db::open(&inner) {
+            Err(Error::InvalidArgument(msg)) => {
+                assert!(msg.contains("is inside the ckptdb database"), "{msg}")
+            }
+            r => panic!("{}: {r:?}", inner.display()),
+        }
+        assert!(!inner.exists());
+    }
+    drop(db);
+    assert_eq!(Db::open(&path).unwrap().steps(), vec![1]);
 }

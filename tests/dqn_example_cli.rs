@@ -1,22 +1,15 @@
 //! The training example's command line: `--fresh` goes through the writer
 //! lock, errors print their message, and a resumed run says so first.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use ckptdb::Db;
 
-/// The example binary, built by `cargo test` next to the test binaries.
-fn example() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile_dir = deps.parent().unwrap().parent().unwrap();
-    let exe = profile_dir.join("examples").join("dqn_cartpole");
-    assert!(exe.exists(), "{} is not built", exe.display());
-    exe
-}
-
 fn run(db: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(example())
+    Command::new(common::example_binary())
         .args([
             "--db",
             db.to_str().unwrap(),

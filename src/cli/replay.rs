@@ -35,31 +35,35 @@ macro_rules! json_element {
 
 json_element!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f64);
 
-/// The shortest decimal that reads back as this narrow float (`0.1` for the
-/// f32 0.1, not the f64 digits of its widened value `0.10000000149011612`).
-/// serde_json keeps the digits as written (`arbitrary_precision`).
-fn narrow_float(x: impl std::fmt::Display, finite: bool) -> Value {
-    if !finite {
+/// The shortest decimal that reads back as this f32 (`0.1` for the f32 0.1,
+/// not the f64 digits of its widened value `0.10000000149011612`), written
+/// as serde_json writes an f32 (`9.0`, not `9`) and kept as written
+/// (`arbitrary_precision`). f16 and bf16 go through their exact f32 value.
+fn narrow_float(x: f32) -> Value {
+    if !x.is_finite() {
         return Value::Null;
     }
-    serde_json::from_str(&x.to_string()).unwrap_or(Value::Null)
+    serde_json::to_string(&x)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
 }
 
 impl JsonElement for f32 {
     fn json(&self) -> Value {
-        narrow_float(self, self.is_finite())
+        narrow_float(*self)
     }
 }
 
 impl JsonElement for crate::f16 {
     fn json(&self) -> Value {
-        narrow_float(self, self.is_finite())
+        narrow_float(self.to_f32())
     }
 }
 
 impl JsonElement for crate::bf16 {
     fn json(&self) -> Value {
-        narrow_float(self, self.is_finite())
+        narrow_float(self.to_f32())
     }
 }
 
