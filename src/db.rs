@@ -122,7 +122,7 @@ pub(crate) struct Writer {
     /// whether or not a root names them yet. Tables add and release their
     /// pins (`crate::replay`).
     pub pinned: std::collections::BTreeMap<Location, u32>,
-    _lock: File,
+    _lock: WriterLock,
 }
 
 /// An open ckptdb database: one directory, one training run.
@@ -219,7 +219,9 @@ impl Db {
         match std::fs::metadata(&path) {
             Ok(m) if !m.is_dir() => return Err(not_a_db(&path, "it is not a directory")),
             Ok(_) => check_layout(&path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A new database inside another one would be a foreign
+            // directory there, and that database would refuse to open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => refuse_inside_database(&path)?,
             Err(e) => return Err(Error::io("stat", &path, e)),
         }
         if !log_dir.exists() {
@@ -341,6 +343,73 @@ impl Db {
             _lock: lock,
         }));
         Ok(db)
+    }
+
+    /// Deletes the database at `path`: every segment, the catalog, the lock
+    /// file and the directory itself. A path that does not exist is already
+    /// gone (`Ok`).
+    ///
+    /// It takes the writer lock first, so it fails with [`Error::Locked`]
+    /// while a writer — in another process or in this one — holds the
+    /// database, and a writer cannot start on it while it runs. It refuses
+    /// ([`Error::NotADatabase`]) a path that is not a directory or holds
+    /// anything a database does not consist of, and removes nothing else.
+    ///
+    /// The log goes first and that is made durable before the catalog goes:
+    /// a crash part-way leaves either a catalog that names commits the log
+    /// no longer has (a writer refuses to open it) or no log at all (an
+    /// empty database), never an older state that looks complete. Calling
+    /// `destroy` again finishes the job.
+    pub fn destroy(path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("stat", path, e)),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(not_a_db(
+                    path,
+                    "it is a symbolic link; destroy the directory it points to",
+                ))
+            }
+            Ok(m) if !m.is_dir() => return Err(not_a_db(path, "it is not a directory")),
+            Ok(_) => check_layout(path)?,
+        }
+        let log_dir = path.join(LOG_DIR);
+        // Check all of log/ before the first unlink, so a foreign file there
+        // leaves the database whole.
+        let segments = if log_dir.is_dir() {
+            list_segments(&log_dir).map_err(|e| not_a_db(path, e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let lock = lock(path)?;
+        let remove = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", p, e)),
+            _ => Ok(()),
+        };
+        let sync_dir = |p: &Path| {
+            File::open(p)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("fsync", p, e))
+        };
+        if log_dir.is_dir() {
+            for &id in segments.iter().rev() {
+                remove(&segment_path(&log_dir, id))?;
+            }
+            std::fs::remove_dir(&log_dir).map_err(|e| Error::io("rmdir", &log_dir, e))?;
+            sync_dir(path)?;
+        }
+        remove(&path.join(CATALOG_FILE))?;
+        // Unlinking the lock file while holding it keeps the lock until the
+        // directory is gone; a writer that opens the path after that creates
+        // a new database.
+        remove(&path.join(LOCK_FILE))?;
+        std::fs::remove_dir(path).map_err(|e| Error::io("rmdir", path, e))?;
+        drop(lock);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(())
     }
 
     /// Opens the database at `path` read-only. Never changes a file, works
@@ -641,6 +710,8 @@ impl Db {
 
     /// The live steps at which `key`'s content changed (the first step that
     /// holds it, and every later one where it differs from the step before).
+    /// [`Error::NotFound`] when no live step holds `key`, as reading it from
+    /// any one step would be.
     pub fn history(&self, key: &str) -> Result<Vec<u64>> {
         crate::key::validate_key(key)?;
         self.read_current(|| self.history_once(key))
@@ -674,6 +745,11 @@ impl Db {
                 changes.push(step);
             }
             prev = at;
+        }
+        if changes.is_empty() {
+            return Err(Error::NotFound {
+                what: format!("a live step holding key {key:?}"),
+            });
         }
         Ok(changes)
     }
@@ -794,9 +870,64 @@ pub(crate) fn prune_manifests(view: &mut View) {
     view.manifests.retain(|at, _| keep.contains(at));
 }
 
+/// Refuses an output path (an export, a new database) inside a database
+/// directory: a foreign file there makes the database refuse to open, and a
+/// file replaced there would be a segment or the catalog replaced under its
+/// writer. Checks the nearest existing ancestor of `out` and every
+/// directory above it.
+pub(crate) fn refuse_inside_database(out: &Path) -> Result<()> {
+    let mut existing = out;
+    while std::fs::symlink_metadata(existing).is_err() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => return Ok(()),
+        }
+    }
+    let Ok(real) = std::fs::canonicalize(existing) else {
+        return Ok(());
+    };
+    for dir in real.ancestors() {
+        if dir.join(LOG_DIR).is_dir() && dir.join(LOCK_FILE).is_file() {
+            return Err(Error::invalid(format!(
+                "{} is inside the ckptdb database {}; write it elsewhere",
+                out.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writer locks this process holds, by canonical database path. The lock
+/// itself is an `flock`, which a second open of `LOCK` in the same process
+/// cannot take either; the set only lets the refusal say that the holder is
+/// this very process (a `Db::open` next to a `CheckpointManager::open` of the
+/// same path), which wants a different fix than waiting for another process.
+static HELD_LOCKS: Mutex<std::collections::BTreeSet<PathBuf>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+fn held_locks() -> MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    HELD_LOCKS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer lock of one database: the locked `LOCK` file, registered in
+/// [`HELD_LOCKS`] while it is held.
+#[derive(Debug)]
+struct WriterLock {
+    _file: File,
+    held_as: PathBuf,
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        held_locks().remove(&self.held_as);
+    }
+}
+
 /// Takes the writer lock of the database at `path`.
-fn lock(path: &Path) -> Result<File> {
+fn lock(path: &Path) -> Result<WriterLock> {
     let p = path.join(LOCK_FILE);
+    let held_as = std::fs::canonicalize(path).map_err(|e| Error::io("canonicalize", path, e))?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -804,9 +935,13 @@ fn lock(path: &Path) -> Result<File> {
         .open(&p)
         .map_err(|e| Error::io("open", &p, e))?;
     match f.try_lock() {
-        Ok(()) => Ok(f),
+        Ok(()) => {
+            held_locks().insert(held_as.clone());
+            Ok(WriterLock { _file: f, held_as })
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
             path: path.to_owned(),
+            this_process: held_locks().contains(&held_as),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &p, e)),
     }

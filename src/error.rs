@@ -95,10 +95,16 @@ pub enum Error {
         /// The alignment the element type needs.
         align: usize,
     },
-    /// Another process holds the write lock of the database.
+    /// A writer holds the write lock of the database.
     Locked {
         /// The database directory.
         path: PathBuf,
+        /// True when the holder is this very process: another open [`Db`]
+        /// (or `CheckpointManager`) of the same database. Share that handle
+        /// instead of opening the database twice.
+        ///
+        /// [`Db`]: crate::Db
+        this_process: bool,
     },
     /// A file was written by a newer (or unknown) version of the format.
     IncompatibleVersion {
@@ -114,6 +120,18 @@ pub enum Error {
         /// The path given.
         path: PathBuf,
         /// Why it was refused.
+        reason: String,
+    },
+    /// A file given to ckptdb to read (not part of a database) is not a
+    /// valid file of its format.
+    InvalidFile {
+        /// The file.
+        path: PathBuf,
+        /// The format it should have had ("safetensors").
+        format: &'static str,
+        /// Offset of the structure that is wrong.
+        offset: u64,
+        /// What is wrong.
         reason: String,
     },
     /// An argument is out of its domain: a non-monotonic step, a bad key, a
@@ -283,9 +301,18 @@ impl fmt::Display for Error {
                 f,
                 "payload of {key:?} at offset {offset} is not aligned to {align} bytes"
             ),
-            Error::Locked { path } => write!(
+            Error::Locked {
+                path,
+                this_process: true,
+            } => write!(
                 f,
-                "database {} is locked by another writer",
+                "database {} is already open for writing in this process; share that handle \
+                 (e.g. CheckpointManager::new(Arc::new(db), options)) instead of opening it again",
+                path.display()
+            ),
+            Error::Locked { path, .. } => write!(
+                f,
+                "database {} is locked by a writer in another process",
                 path.display()
             ),
             Error::IncompatibleVersion {
@@ -300,6 +327,16 @@ impl fmt::Display for Error {
             Error::NotADatabase { path, reason } => {
                 write!(f, "{} is not a ckptdb database: {reason}", path.display())
             }
+            Error::InvalidFile {
+                path,
+                format,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{} is not a valid {format} file: {reason} (at byte {offset})",
+                path.display()
+            ),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Value { key, source } => write!(f, "value {key:?} does not decode: {source}"),
             Error::ReadOnly => write!(f, "the database is open read-only"),

@@ -43,6 +43,21 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a metric before it is recorded. Only finite values are metrics:
+/// best-by-metric needs an order, and a NaN or an infinity would either be
+/// skipped by it (so `ls` shows a metric `best:` cannot find) or always win.
+/// A loop that can produce them (a diverged loss) should leave the metric
+/// out of that step.
+pub(crate) fn validate_metric(name: &str, value: f64) -> Result<()> {
+    validate_name("metric", name)?;
+    if !value.is_finite() {
+        return Err(Error::invalid(format!(
+            "metric {name:?} is {value}; metrics must be finite (leave the metric out of this step)"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -164,13 +164,18 @@ impl Snapshot {
     }
 
     fn entry_ref(&self, key: &str) -> Result<&EntryRef> {
-        self.manifest
-            .entries
-            .get(key)
-            .ok_or_else(|| Error::KeyNotFound {
+        // A key no step could hold (`../etc`) is a bad argument, not a
+        // missing entry: say so, as a put of it would. Only on a miss, so
+        // reading a stored key costs no validation.
+        self.manifest.entries.get(key).ok_or_else(|| {
+            if let Err(e) = crate::key::validate_key(key) {
+                return e;
+            }
+            Error::KeyNotFound {
                 step: self.manifest.step,
                 key: key.to_owned(),
-            })
+            }
+        })
     }
 
     fn info_of(key: &str, e: &EntryRef) -> EntryInfo {

@@ -23,7 +23,7 @@ use crate::db::{Db, Writer};
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::format::{entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
-use crate::key::{validate_key, validate_name};
+use crate::key::{validate_key, validate_metric};
 use crate::log::read::CommittedEnd;
 use crate::log::write::Mark;
 use crate::log::FoundRoot;
@@ -224,7 +224,7 @@ impl<'db> StepTx<'db> {
 
     /// Records a metric of this step.
     pub fn put_metric(&mut self, name: &str, value: f64) -> Result<()> {
-        validate_name("metric", name)?;
+        validate_metric(name, value)?;
         self.metrics.insert(name.to_owned(), value);
         Ok(())
     }

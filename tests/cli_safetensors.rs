@@ -388,5 +388,5 @@ fn import_fails_cleanly_while_a_writer_holds_the_database() {
     json(&[&"export".into(), &db, &"7".into(), &file]);
     let _writer = common::open_writer(&db);
     let r = ckptdb(&[&"import".into(), &db, &file, &"--step".into(), &"8".into()]);
-    assert_one_line_error(&r, 2, "locked by another writer");
+    assert_one_line_error(&r, 2, "locked by a writer in another process");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,17 +12,8 @@ use ckptdb::Db;
 
 const STEPS: &str = "6000";
 
-/// The example binary, built by `cargo test` next to the test binaries.
-fn example() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile_dir = deps.parent().unwrap().parent().unwrap();
-    let exe = profile_dir.join("examples").join("dqn_cartpole");
-    assert!(exe.exists(), "{} is not built", exe.display());
-    exe
-}
-
 fn command(db: &Path) -> Command {
-    let mut c = Command::new(example());
+    let mut c = Command::new(common::example_binary());
     c.args([
         "--db",
         db.to_str().unwrap(),

@@ -64,7 +64,10 @@ fn ten_percent_changed_writes_at_most_eleven_percent() {
     assert_eq!(db.history(&key(3)).unwrap(), vec![1, 2]);
     assert_eq!(db.history(&key(5)).unwrap(), vec![1, 3]);
     assert_eq!(db.history(&key(0)).unwrap(), vec![1]);
-    assert!(db.history("never/there").unwrap().is_empty());
+    assert!(matches!(
+        db.history("never/there"),
+        Err(ckptdb::Error::NotFound { .. })
+    ));
 }
 
 #[test]

@@ -81,8 +81,15 @@ fn retention_keeps_exactly_the_policy_steps() {
             m.save(step, |tx| {
                 tx.put_tensor("w", &weights(step))?;
                 tx.put_metric("loss", 1.0 / step as f64)?;
-                if let Some(r) = eval_return(step) {
-                    tx.put_metric("eval_return", r)?;
+                match eval_return(step) {
+                    // A NaN is no metric: refused, and the step goes on
+                    // without one.
+                    Some(r) if r.is_nan() => assert!(matches!(
+                        tx.put_metric("eval_return", r),
+                        Err(Error::InvalidArgument(_))
+                    )),
+                    Some(r) => tx.put_metric("eval_return", r)?,
+                    None => {}
                 }
                 Ok(())
             })

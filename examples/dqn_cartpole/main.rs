@@ -74,10 +74,22 @@ fn evaluate(agent: &Agent, seed: u64, step: u64, episodes: usize) -> f64 {
     total / episodes as f64
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
-    if args.fresh && args.db.exists() {
-        std::fs::remove_dir_all(&args.db)?;
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message, not the `Debug` form of the error.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.fresh {
+        // Through the writer lock: refused while another trainer writes the
+        // database, instead of deleting it under that trainer.
+        ckptdb::Db::destroy(&args.db)?;
     }
     if let Some(parent) = args.db.parent() {
         std::fs::create_dir_all(parent)?;
@@ -95,6 +107,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut table = run.replay_table(cfg.capacity)?;
     let resumed_from = c.step;
+    if resumed_from > 0 {
+        println!("resumed from step {resumed_from} in {}", args.db.display());
+    } else {
+        println!("new run in {}", args.db.display());
+    }
 
     let bar = if args.quiet {
         ProgressBar::hidden()

@@ -61,6 +61,15 @@ class NotADatabaseError(Error):
     """The path is not a ckptdb database."""
 
 
+class InvalidFileError(Error, ValueError):
+    """A foreign file (safetensors, npy) is not valid; the message says why."""
+
+
+class LostCommitsError(CorruptionError):
+    """Durable commits are missing from the log; the message names the lost
+    steps and the ways forward."""
+
+
 class InvalidArgumentError(Error, ValueError):
     """An argument is out of its domain (a non-increasing step, a bad key, ...)."""
 

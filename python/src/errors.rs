@@ -24,6 +24,8 @@ fn class_of(e: &ckptdb::Error) -> &'static str {
         E::Locked { .. } => "LockedError",
         E::IncompatibleVersion { .. } => "IncompatibleVersionError",
         E::NotADatabase { .. } => "NotADatabaseError",
+        E::InvalidFile { .. } => "InvalidFileError",
+        E::LostCommits { .. } => "LostCommitsError",
         E::InvalidArgument(_) => "InvalidArgumentError",
         E::Value { .. } => "ValueDecodeError",
         E::ReadOnly => "ReadOnlyError",

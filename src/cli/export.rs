@@ -46,7 +46,11 @@ pub(crate) fn run(db: &Db, sel: &Selector, out: &Path, opts: Options) -> Result<
             continue;
         }
         let name = if opts.strip_prefix {
-            e.key[opts.prefix.len()..].to_owned()
+            // `--prefix online` strips the separator too: `online/l0.weight`
+            // is exported as `l0.weight` in both formats, as with
+            // `--prefix online/`.
+            let rest = &e.key[opts.prefix.len()..];
+            rest.strip_prefix('/').unwrap_or(rest).to_owned()
         } else {
             e.key.clone()
         };

@@ -34,10 +34,6 @@ pub(crate) fn run(db: &Db, key: &str) -> Result<Output> {
             "bytes": e.bytes,
         }));
     }
-    let text = if steps.is_empty() {
-        format!("no live step holds {key:?}\n")
-    } else {
-        t.render()
-    };
+    let text = t.render();
     Ok(Output::ok(text, json!({"key": key, "changes": rows})))
 }

@@ -48,9 +48,11 @@ pub const EXIT_ERROR: i32 = 2;
     about = "Inspect, verify, diff and convert ckptdb checkpoint databases",
     long_about = "Inspect, verify, diff and convert ckptdb checkpoint databases.\n\n\
         SEL names a step: a step number, `latest` (the default), `best:METRIC` \
-        (highest value; `best:METRIC:min` for lowest), or `tag:NAME`.\n\n\
-        Every command but `import` opens the database read-only and works while \
-        a training process is writing to it.\n\n\
+        (highest value, also `best:METRIC:max`; `best:METRIC:min` for lowest), or \
+        `tag:NAME`.\n\n\
+        Every command but `import` and `compact` opens the database read-only and \
+        works while a training process is writing to it; those two take the writer \
+        lock and fail while a training process holds it.\n\n\
         Exit codes: 0 success, 1 `verify` found corruption, 2 usage or other errors."
 )]
 struct Cli {
@@ -75,7 +77,7 @@ enum Command {
     Show {
         /// The database directory.
         db: PathBuf,
-        /// The step (default `latest`).
+        /// The step.
         #[arg(default_value = "latest")]
         sel: Selector,
     },
@@ -156,7 +158,7 @@ enum Command {
         db: PathBuf,
         /// One table to show with its rows (default: list every table).
         table: Option<String>,
-        /// The step (default `latest`).
+        /// The step.
         #[arg(long, default_value = "latest")]
         step: Selector,
         /// How many of the newest rows to print.
@@ -319,8 +321,16 @@ pub fn main() -> i32 {
                 return EXIT_OK;
             }
             if std::env::args_os().any(|a| a == "--json") {
-                let msg = e.kind().as_str().unwrap_or("invalid usage");
-                print_json_error(&format!("usage: {msg}"));
+                // clap's own first line ("unexpected argument 'x' found"),
+                // not only the kind of error.
+                let rendered = e.to_string();
+                let detail = rendered
+                    .lines()
+                    .next()
+                    .map(|l| l.trim_start_matches("error: ").trim())
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or("invalid usage");
+                print_json_error(&format!("usage: {detail}"));
             }
             return EXIT_ERROR;
         }

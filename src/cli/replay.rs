@@ -33,17 +33,37 @@ macro_rules! json_element {
     };
 }
 
-json_element!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+json_element!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f64);
+
+/// The shortest decimal that reads back as this f32 (`0.1` for the f32 0.1,
+/// not the f64 digits of its widened value `0.10000000149011612`), written
+/// as serde_json writes an f32 (`9.0`, not `9`) and kept as written
+/// (`arbitrary_precision`). f16 and bf16 go through their exact f32 value.
+fn narrow_float(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    serde_json::to_string(&x)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null)
+}
+
+impl JsonElement for f32 {
+    fn json(&self) -> Value {
+        narrow_float(*self)
+    }
+}
 
 impl JsonElement for crate::f16 {
     fn json(&self) -> Value {
-        Value::from(self.to_f64())
+        narrow_float(self.to_f32())
     }
 }
 
 impl JsonElement for crate::bf16 {
     fn json(&self) -> Value {
-        Value::from(self.to_f64())
+        narrow_float(self.to_f32())
     }
 }
 
@@ -194,7 +214,8 @@ fn one(step: u64, view: &ReplayView, sample: u64) -> Result<Output> {
         ));
     }
     if n > 0 {
-        text.push_str(&format!("\nnewest {n} rows\n"));
+        let rows = if n == 1 { "row" } else { "rows" };
+        text.push_str(&format!("\nnewest {n} {rows}\n"));
         text.push_str(&t.render());
     }
     Ok(Output::ok(text, json))

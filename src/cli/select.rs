@@ -1,4 +1,4 @@
-//! `SEL`: naming a step by number, `latest`, `best:METRIC[:min|:max]` or
+//! `SEL`: naming a step by number, `latest`, `best:METRIC[:max|:min]` or
 //! `tag:NAME`.
 
 use std::str::FromStr;
@@ -41,10 +41,20 @@ impl FromStr for Selector {
             return Ok(Selector::Tag(name.to_owned()));
         }
         if let Some(rest) = s.strip_prefix("best:") {
+            // After the last `:` comes the mode; a metric whose name holds
+            // a `:` is named with its mode (`best:eval:acc:max`), so a typo
+            // in the mode is an error rather than another metric's name.
             let (metric, min) = match rest.rsplit_once(':') {
                 Some((m, "min")) => (m, true),
                 Some((m, "max")) => (m, false),
-                _ => (rest, false),
+                Some((m, mode)) => {
+                    return Err(format!(
+                        "{mode:?} is not a mode of best:{m} (best:METRIC:max for the highest \
+                         value, the default, or best:METRIC:min for the lowest; a metric whose \
+                         name holds ':' needs the mode: best:{rest}:max)"
+                    ))
+                }
+                None => (rest, false),
             };
             if metric.is_empty() {
                 return Err("best: needs a metric name (best:METRIC or best:METRIC:min)".into());
@@ -55,7 +65,7 @@ impl FromStr for Selector {
             });
         }
         Err(format!(
-            "{s:?} is not a step selector (a step number, latest, best:METRIC[:min], tag:NAME)"
+            "{s:?} is not a step selector (a step number, latest, best:METRIC[:max|:min], tag:NAME)"
         ))
     }
 }
@@ -127,13 +137,33 @@ mod tests {
             })
         );
         assert_eq!(
-            "best:eval:acc".parse(),
+            "best:eval:acc:max".parse(),
             Ok(Selector::Best {
                 metric: "eval:acc".into(),
                 min: false
             })
         );
-        for bad in ["", "-1", "tag:", "best:", "best::min", "newest"] {
+        assert_eq!(
+            "best:acc:max".parse(),
+            Ok(Selector::Best {
+                metric: "acc".into(),
+                min: false
+            })
+        );
+        assert!("best:eval_return:foo"
+            .parse::<Selector>()
+            .unwrap_err()
+            .contains("\"foo\" is not a mode of best:eval_return"));
+        for bad in [
+            "",
+            "-1",
+            "tag:",
+            "best:",
+            "best::min",
+            "newest",
+            "best:eval:acc",
+            "best:a:",
+        ] {
             assert!(bad.parse::<Selector>().is_err(), "{bad:?}");
         }
     }

@@ -176,6 +176,7 @@ pub fn export_npy_dir(
             clash.display()
         )));
     }
+    crate::db::refuse_inside_database(out)?;
     match std::fs::symlink_metadata(out) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(out).map_err(|e| Error::io("mkdir", out, e))?;

@@ -117,7 +117,12 @@ impl Header {
 }
 
 fn bad(path: &Path, offset: u64, why: impl std::fmt::Display) -> Error {
-    Error::corruption(path, offset, format!("not a valid safetensors file: {why}"))
+    Error::InvalidFile {
+        path: path.to_owned(),
+        format: "safetensors",
+        offset,
+        reason: why.to_string(),
+    }
 }
 
 /// The header's JSON object as a list, refusing repeated names.
@@ -355,6 +360,9 @@ impl Db {
             .get(META_METRICS)
             .and_then(|m| serde_json::from_str(m).ok())
             .unwrap_or_default();
+        for (name, &value) in &metrics {
+            crate::key::validate_metric(name, value)?;
+        }
         let mut tx = if options.from_latest {
             self.begin_step_from_latest(step)?
         } else {
@@ -498,6 +506,11 @@ pub fn export_safetensors(
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("{} is not a file name", path.display())))?;
+    crate::db::refuse_inside_database(path)?;
+    // Like the npy-dir export, create the directories leading to OUT.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("mkdir", parent, e))?;
+    }
     let mut tmp_name = name.to_owned();
     tmp_name.push(format!(".partial-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);

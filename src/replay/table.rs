@@ -205,15 +205,12 @@ impl<'db> ReplayTable<'db> {
                             let s = Schema::new(m.fields)
                                 .map(|s| s.to_string())
                                 .unwrap_or_default();
-                            format!(
-                                "{s} (capacity {}, page size {}, alpha {:?})",
-                                m.capacity, m.page_size, m.alpha
-                            )
+                            format!("{s} ({})", layout_text(m.capacity, m.page_size, m.alpha))
                         })
                         .unwrap_or_else(|e| e);
                     return Err(Error::invalid(format!(
-                        "replay table {name:?} is stored as {have}, not {schema} (capacity {}, page size {}, alpha {:?})",
-                        opts.capacity, opts.page_size, opts.alpha
+                        "replay table {name:?} is stored as {have}, not {schema} ({})",
+                        layout_text(opts.capacity, opts.page_size, opts.alpha)
                     )));
                 }
                 Ring::restore(name, state, snap.maps(), snap.segments())?
@@ -890,4 +887,14 @@ fn unpin_all(w: &mut Writer, pins: impl IntoIterator<Item = crate::format::Locat
             }
         }
     }
+}
+
+/// A table's options as a user wrote them: "capacity 1000, page size 64,
+/// prioritized (alpha 0.6)" or "…, uniform".
+fn layout_text(capacity: u64, page_size: u64, alpha: Option<f64>) -> String {
+    let sampling = match alpha {
+        Some(a) => format!("prioritized (alpha {a})"),
+        None => "uniform".to_owned(),
+    };
+    format!("capacity {capacity}, page size {page_size}, {sampling}")
 }

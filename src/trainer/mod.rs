@@ -160,7 +160,11 @@ pub struct CheckpointManager {
 }
 
 impl CheckpointManager {
-    /// Opens (or creates) the database at `path` for writing.
+    /// Opens (or creates) the database at `path` for writing. A program
+    /// that already has the database open as a [`Db`] hands that to
+    /// [`CheckpointManager::new`] instead (`new(Arc::new(db), options)`;
+    /// [`CheckpointManager::db`] gives it back): a second writer of the same
+    /// database fails with [`Error::Locked`], in one process as in two.
     pub fn open(path: impl AsRef<Path>, options: CheckpointOptions) -> Result<CheckpointManager> {
         Ok(CheckpointManager::new(Arc::new(Db::open(path)?), options))
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::key::{validate_key, validate_name};
+use crate::key::{validate_key, validate_metric};
 use crate::replay::{ReplayCapture, ReplayTable};
 use crate::txn::{check_rank, check_tensor_bytes, StepTx};
 
@@ -194,7 +194,7 @@ impl PendingStep {
 
     /// Records a metric.
     pub fn put_metric(&mut self, name: &str, value: f64) -> Result<()> {
-        validate_name("metric", name)?;
+        validate_metric(name, value)?;
         self.metrics.insert(name.to_owned(), value);
         Ok(())
     }

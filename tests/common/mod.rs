@@ -172,3 +172,13 @@ pub fn open_writer(path: &Path) -> ckptdb::Db {
     }
     panic!("{} stayed locked", path.display())
 }
+
+/// The training example's binary, built by `cargo test` next to the test
+/// binaries.
+pub fn example_binary() -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile_dir = deps.parent().unwrap().parent().unwrap();
+    let exe = profile_dir.join("examples").join("dqn_cartpole");
+    assert!(exe.exists(), "{} is not built", exe.display());
+    exe
+}
