@@ -88,7 +88,7 @@ def test_locked_by_another_process(path):
     )
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(ckptdb.LockedError, match="locked by another writer"):
+        with pytest.raises(ckptdb.LockedError, match="locked by a writer in another process"):
             ckptdb.open(path)
     finally:
         holder.stdin.close()
