@@ -57,22 +57,32 @@ fn a_pending_step_refuses_non_finite_metrics() {
 }
 
 #[test]
-fn import_never_brings_in_a_non_finite_metric() {
+fn import_refuses_metrics_metadata_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path().join("db")).unwrap();
     // JSON has no NaN or infinity: the nearest a file's metadata comes is a
-    // number out of f64's range, which is not a metric (a foreign use of the
-    // name is ignored, as before); the finite one next to it is kept.
-    let header = r#"{"__metadata__":{"metrics":"{\"m\": 1e999}"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
-    let file = dir.path().join("w.safetensors");
-    let mut f = std::fs::File::create(&file).unwrap();
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(header.as_bytes()).unwrap();
-    f.write_all(&1.0f32.to_le_bytes()).unwrap();
-    drop(f);
-    let info = db
-        .import_safetensors(&file, 1, &ImportOptions::default(), &mut |_| {})
-        .unwrap();
-    assert!(info.metrics.is_empty(), "{:?}", info.metrics);
-    assert!(db.step_infos()[0].metrics.values().all(|v| v.is_finite()));
+    // number out of f64's range. That, and metadata that is not JSON at all,
+    // is refused whole: no step is committed without the metrics its file
+    // claims.
+    for (name, metrics) in [
+        ("huge", r#"{\"m\": 1e999}"#),
+        ("not-json", "m=1"),
+        ("list", "[1]"),
+    ] {
+        let header = format!(
+            r#"{{"__metadata__":{{"metrics":"{metrics}"}},"w":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#
+        );
+        let file = dir.path().join(format!("{name}.safetensors"));
+        let mut f = std::fs::File::create(&file).unwrap();
+        f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+        f.write_all(header.as_bytes()).unwrap();
+        f.write_all(&1.0f32.to_le_bytes()).unwrap();
+        drop(f);
+        let r = db.import_safetensors(&file, 1, &ImportOptions::default(), &mut |_| {});
+        match r {
+            Err(Error::InvalidFile { ref reason, .. }) if reason.contains("\"metrics\"") => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(db.steps().is_empty());
 }

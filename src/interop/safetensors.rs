@@ -353,13 +353,23 @@ impl Db {
     ) -> Result<StepInfo> {
         let (mut file, header) = read_header(path)?;
         let keys = header.keys(&options.prefix)?;
-        // Metrics written by `write_safetensors`; any other use of the name
-        // by a foreign writer is not ours to interpret.
-        let metrics: BTreeMap<String, f64> = header
-            .metadata
-            .get(META_METRICS)
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
+        // Metrics as `write_safetensors` writes them. A `metrics` entry that
+        // is not that shape is refused rather than skipped: importing a
+        // step without the metrics its file claims would silently change
+        // what best-by-metric retention keeps.
+        let metrics: BTreeMap<String, f64> = match header.metadata.get(META_METRICS) {
+            None => BTreeMap::new(),
+            Some(m) => serde_json::from_str(m).map_err(|e| {
+                bad(
+                    path,
+                    8,
+                    format!(
+                        "its __metadata__ \"{META_METRICS}\" is not a JSON object of \
+                         metric names to finite numbers ({e})"
+                    ),
+                )
+            })?,
+        };
         for (name, &value) in &metrics {
             crate::key::validate_metric(name, value)?;
         }
