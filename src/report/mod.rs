@@ -37,6 +37,8 @@ use crate::error::Result;
 use crate::format::{Kind, Location};
 use crate::gc::StorageUsage;
 use crate::snapshot::{EntryInfo, Snapshot};
+use crate::trainer::policy::{best_steps, Candidate};
+use crate::trainer::MetricMode;
 use crate::{DType, Db};
 pub use stats::{relative_change, summarize, summarize_change, TensorSummary};
 
@@ -307,12 +309,31 @@ impl Db {
                 metrics.entry(name.clone()).or_default().push((i.step, v));
             }
         }
+        // The best step is chosen as retention and `best:` choose it.
+        let candidates: Vec<Candidate<'_>> = infos
+            .iter()
+            .map(|i| Candidate {
+                step: i.step,
+                metrics: &i.metrics,
+            })
+            .collect();
         let metrics = metrics
             .into_iter()
             .map(|(name, points)| {
                 let lower = options.lower_is_better.contains(&name);
                 MetricCurve {
-                    best_step: best_step(&points, lower),
+                    best_step: best_steps(
+                        &candidates,
+                        &name,
+                        if lower {
+                            MetricMode::Min
+                        } else {
+                            MetricMode::Max
+                        },
+                        1,
+                    )
+                    .first()
+                    .copied(),
                     lower_is_better: lower,
                     name,
                     points,
@@ -352,16 +373,6 @@ impl Db {
 
 /// The step `best:METRIC` picks among `points`: highest (with `lower`,
 /// lowest) value, newest among equals, NaN never.
-fn best_step(points: &[(u64, f64)], lower: bool) -> Option<u64> {
-    let mut best: Option<(u64, f64)> = None;
-    for &(s, v) in points {
-        if !v.is_nan() && best.is_none_or(|(_, b)| if lower { v <= b } else { v >= b }) {
-            best = Some((s, v));
-        }
-    }
-    best.map(|(s, _)| s)
-}
-
 type PairIndex = HashMap<(Location, Location), usize>;
 type LocIndex = HashMap<Location, usize>;
 
@@ -561,11 +572,23 @@ mod tests {
 
     #[test]
     fn best_step_is_the_newest_highest() {
+        let best = |points: &[(u64, f64)], mode| {
+            let maps: Vec<BTreeMap<String, f64>> = points
+                .iter()
+                .map(|&(_, v)| BTreeMap::from([("m".to_owned(), v)]))
+                .collect();
+            let c: Vec<Candidate<'_>> = points
+                .iter()
+                .zip(&maps)
+                .map(|(&(step, _), metrics)| Candidate { step, metrics })
+                .collect();
+            best_steps(&c, "m", mode, 1).first().copied()
+        };
         let points = [(1, 2.0), (2, 5.0), (3, 5.0), (4, 1.0), (5, 1.0)];
-        assert_eq!(best_step(&points, false), Some(3));
-        assert_eq!(best_step(&points, true), Some(5));
-        assert_eq!(best_step(&[(1, f64::NAN)], false), None);
-        assert_eq!(best_step(&[(1, f64::NAN), (2, -1.0)], true), Some(2));
+        assert_eq!(best(&points, MetricMode::Max), Some(3));
+        assert_eq!(best(&points, MetricMode::Min), Some(5));
+        assert_eq!(best(&[(1, f64::NAN)], MetricMode::Max), None);
+        assert_eq!(best(&[(1, f64::NAN), (2, -1.0)], MetricMode::Min), Some(2));
     }
 
     #[test]
