@@ -14,18 +14,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::catalog::{Catalog, CatalogRoot, StepChange};
 use crate::error::{Error, LostCommits, Result};
-use crate::format::{EntryHeader, Kind, Location};
-use crate::gc::find_root_racing;
+use crate::format::Location;
 use crate::log::read::{CommittedEnd, Segments};
-use crate::log::recover::{find_root, Validate};
+use crate::log::recover::{cut_tail, find_root, find_root_racing, Validate};
 use crate::log::write::LogWriter;
 use crate::log::{list_segments, segment_path, FoundRoot};
-use crate::record::{CommitRecord, EntryRef, Manifest};
+use crate::record::Manifest;
 use crate::snapshot::{Snapshot, StepInfo};
 use crate::storage::{FsStorage, Storage};
 use crate::txn::StepTx;
-
-const LOCK_FILE: &str = "LOCK";
+use crate::view::{Store, View};
+use crate::writer::{lock, Writer, LOCK_FILE};
 const CATALOG_FILE: &str = "index.redb";
 const LOG_DIR: &str = "log";
 
@@ -61,68 +60,6 @@ impl DbOptions {
         self.storage = storage;
         self
     }
-}
-
-/// What a database handle currently sees.
-#[derive(Debug, Default)]
-pub(crate) struct View {
-    pub root: Option<FoundRoot>,
-    /// Decoded manifests of live steps, by location.
-    pub manifests: HashMap<Location, Arc<Manifest>>,
-}
-
-impl View {
-    /// A view whose current root is `root`.
-    pub(crate) fn of(root: Option<FoundRoot>) -> View {
-        let mut view = View::default();
-        view.set_root(root);
-        view
-    }
-
-    /// Makes `root` current and drops cached manifests of steps no longer
-    /// live. The manifest of the step the root added moves into the
-    /// manifest cache: the current root never holds one, so reading that
-    /// step does not decode the record a second time, and copying the root
-    /// (every commit does) does not copy thousands of entries.
-    pub(crate) fn set_root(&mut self, root: Option<FoundRoot>) {
-        self.root = root.map(|mut r| {
-            if let Some(m) = r.record.step.take() {
-                self.manifests.insert(r.at, Arc::new(m));
-            }
-            r
-        });
-        prune_manifests(self);
-    }
-
-    pub(crate) fn record(&self) -> Option<&CommitRecord> {
-        self.root.as_ref().map(|r| &r.record)
-    }
-
-    pub(crate) fn committed(&self) -> Option<CommittedEnd> {
-        self.root.as_ref().map(CommittedEnd::of)
-    }
-
-    /// Where the manifest of live step `step` is.
-    pub(crate) fn manifest_location(&self, step: u64) -> Option<Location> {
-        let root = self.root.as_ref()?;
-        let live = root.record.live_step(step)?;
-        Some(live.manifest.unwrap_or(root.at))
-    }
-}
-
-/// The writer's private state, behind the writer mutex.
-#[derive(Debug)]
-pub(crate) struct Writer {
-    pub log: LogWriter,
-    pub catalog: Option<Catalog>,
-    /// Entries an open replay table references (its full pages), with the
-    /// number of tables holding each. Space reclamation neither deletes nor
-    /// moves a segment holding one: a table records its pages by location at
-    /// its next commit, so they must stay where the table knows them to be,
-    /// whether or not a root names them yet. Tables add and release their
-    /// pins (`crate::replay`).
-    pub pinned: std::collections::BTreeMap<Location, u32>,
-    _lock: WriterLock,
 }
 
 /// An open ckptdb database: one directory, one training run.
@@ -250,73 +187,13 @@ impl Db {
             }
         }
 
-        // Cut off everything after the root: torn entries, an uncommitted
-        // transaction, segments it created.
-        let next_seq;
-        let root_pos;
-        let first_id;
-        match &rec.root {
-            Some(r) => {
-                let mut changed = false;
-                for &id in rec.segments.iter().filter(|&&id| id > r.at.segment) {
-                    let p = segment_path(&log_dir, id);
-                    storage
-                        .remove_file(&p)
-                        .map_err(|e| Error::io("remove", &p, e))?;
-                    changed = true;
-                }
-                let p = segment_path(&log_dir, r.at.segment);
-                let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
-                if f.len().map_err(|e| Error::io("stat", &p, e))? > r.end {
-                    f.set_len(r.end).map_err(|e| Error::io("truncate", &p, e))?;
-                }
-                // The root may so far live only in the operating system's
-                // cache: the last writer was killed after writing it but
-                // before its fsync returned. New commits will build on it, so
-                // make it and every segment its step wrote to durable first
-                // (a later fsync of the active segment would not cover an
-                // older one).
-                f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
-                let first = r.record.prev_root.map_or(0, |l| l.segment);
-                for &id in rec
-                    .segments
-                    .iter()
-                    .filter(|&&id| id >= first && id < r.at.segment)
-                {
-                    let p = segment_path(&log_dir, id);
-                    let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
-                    f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
-                    changed = true;
-                }
-                if changed {
-                    storage
-                        .sync_dir(&log_dir)
-                        .map_err(|e| Error::io("fsync", &log_dir, e))?;
-                }
-                next_seq = r.record.next_seq;
-                root_pos = Some((r.at, r.end));
-                first_id = 0;
-            }
-            None => {
-                // No commit ever became durable: whatever segments exist hold
-                // an unacknowledged first transaction.
-                for &id in &rec.segments {
-                    let p = segment_path(&log_dir, id);
-                    storage
-                        .remove_file(&p)
-                        .map_err(|e| Error::io("remove", &p, e))?;
-                }
-                next_seq = 1;
-                root_pos = None;
-                first_id = rec.segments.last().map_or(0, |&l| l + 1);
-            }
-        }
+        let tail = cut_tail(storage.as_ref(), &log_dir, &rec)?;
         let log = LogWriter::open(
             storage,
             &log_dir,
-            root_pos,
-            next_seq,
-            first_id,
+            tail.root,
+            tail.next_seq,
+            tail.first_id,
             options.segment_size,
         )?;
 
@@ -336,12 +213,7 @@ impl Db {
                 fresh
             }
         };
-        db.writer = Some(Mutex::new(Writer {
-            log,
-            catalog: Some(catalog),
-            pinned: Default::default(),
-            _lock: lock,
-        }));
+        db.writer = Some(Mutex::new(Writer::new(log, catalog, lock)));
         Ok(db)
     }
 
@@ -652,60 +524,23 @@ impl Db {
         Ok(Snapshot::new(manifest, maps, self.segments.clone(), tags))
     }
 
-    /// Reads the manifest stored at `at` (inline in a commit record, or a
-    /// manifest entry written by compaction).
+    /// Reads the manifest stored at `at` (see [`Store::load_manifest`]).
     pub(crate) fn load_manifest(&self, at: Location, committed: CommittedEnd) -> Result<Manifest> {
-        let path = segment_path(self.segments.log_dir(), at.segment);
-        // Map far enough to hold the header, then the whole entry.
-        let probe = self.segments.map(at.segment, at.offset + 64, committed)?;
-        let start = at.offset as usize;
-        let header = EntryHeader::decode(&probe.bytes()[start..])
-            .map_err(|e| Error::corruption(&path, at.offset, e.to_string()))?;
-        if header.payload_len > crate::format::MAX_RECORD_LEN {
-            return Err(Error::corruption(
-                &path,
-                at.offset,
-                "manifest over the size limit",
-            ));
-        }
-        let e = EntryRef {
-            at,
-            kind: header.kind,
-            dtype: header.dtype,
-            shape: header.shape.clone(),
-            len: header.payload_len,
-            crc: header.payload_crc,
-            stored_key: header.key.clone(),
-        };
-        let maps = self.segments.map_all(std::iter::once(&e), committed)?;
-        let bytes = self.segments.payload(&maps, &e, true)?;
-        let bad = |err: postcard::Error| {
-            Error::corruption(&path, at.offset, format!("manifest does not decode: {err}"))
-        };
-        match header.kind {
-            Kind::Commit => CommitRecord::decode(bytes)
-                .map_err(bad)?
-                .step
-                .ok_or_else(|| Error::corruption(&path, at.offset, "commit record names no step")),
-            Kind::Manifest => Manifest::decode(bytes).map_err(bad),
-            _ => Err(Error::corruption(&path, at.offset, "expected a manifest")),
-        }
+        self.store().load_manifest(at, committed)
     }
 
     /// The manifest of live step `step`.
     pub(crate) fn manifest(&self, step: u64) -> Result<(Location, Arc<Manifest>)> {
-        let view = self.read_view();
-        let at = view
-            .manifest_location(step)
-            .ok_or(Error::StepNotFound { step })?;
-        if let Some(m) = view.manifests.get(&at) {
-            return Ok((at, m.clone()));
+        self.store().manifest(step)
+    }
+
+    /// The segments and the view, without the writer: what the commit path
+    /// and space reclamation read.
+    pub(crate) fn store(&self) -> Store<'_> {
+        Store {
+            segments: &self.segments,
+            view: &self.view,
         }
-        let committed = view.committed().ok_or(Error::StepNotFound { step })?;
-        drop(view);
-        let m = Arc::new(self.load_manifest(at, committed)?);
-        self.write_view().manifests.insert(at, m.clone());
-        Ok((at, m))
     }
 
     /// The live steps at which `key`'s content changed (the first step that
@@ -855,21 +690,6 @@ impl Drop for Db {
     }
 }
 
-/// Drops cached manifests of steps that are no longer live.
-pub(crate) fn prune_manifests(view: &mut View) {
-    let Some(root) = &view.root else {
-        view.manifests.clear();
-        return;
-    };
-    let keep: std::collections::HashSet<Location> = root
-        .record
-        .live
-        .iter()
-        .map(|l| l.manifest.unwrap_or(root.at))
-        .collect();
-    view.manifests.retain(|at, _| keep.contains(at));
-}
-
 /// Refuses an output path (an export, a new database) inside a database
 /// directory: a foreign file there makes the database refuse to open, and a
 /// file replaced there would be a segment or the catalog replaced under its
@@ -896,53 +716,4 @@ pub(crate) fn refuse_inside_database(out: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writer locks this process holds, by canonical database path. The lock
-/// itself is an `flock`, which a second open of `LOCK` in the same process
-/// cannot take either; the set only lets the refusal say that the holder is
-/// this very process (a `Db::open` next to a `CheckpointManager::open` of the
-/// same path), which wants a different fix than waiting for another process.
-static HELD_LOCKS: Mutex<std::collections::BTreeSet<PathBuf>> =
-    Mutex::new(std::collections::BTreeSet::new());
-
-fn held_locks() -> MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
-    HELD_LOCKS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The writer lock of one database: the locked `LOCK` file, registered in
-/// [`HELD_LOCKS`] while it is held.
-#[derive(Debug)]
-struct WriterLock {
-    _file: File,
-    held_as: PathBuf,
-}
-
-impl Drop for WriterLock {
-    fn drop(&mut self) {
-        held_locks().remove(&self.held_as);
-    }
-}
-
-/// Takes the writer lock of the database at `path`.
-fn lock(path: &Path) -> Result<WriterLock> {
-    let p = path.join(LOCK_FILE);
-    let held_as = std::fs::canonicalize(path).map_err(|e| Error::io("canonicalize", path, e))?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| Error::io("open", &p, e))?;
-    match f.try_lock() {
-        Ok(()) => {
-            held_locks().insert(held_as.clone());
-            Ok(WriterLock { _file: f, held_as })
-        }
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-            path: path.to_owned(),
-            this_process: held_locks().contains(&held_as),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &p, e)),
-    }
 }

@@ -41,17 +41,14 @@
 //! they must not move under it, named by a root yet or not).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{CatalogRoot, StepChange};
-use crate::db::{Db, Writer};
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind, Location, SEGMENT_HEADER_LEN};
-use crate::log::recover::{find_root, Recovered, Validate};
-use crate::log::segment_path;
+use crate::log::{list_segments, segment_path};
 use crate::record::{EntryRef, Manifest};
-use crate::txn::publish;
+use crate::view::Store;
+use crate::writer::{Relocated, RootChange, Writer};
 
 /// A sealed segment whose live payload is under this fraction of its size is
 /// copied forward by [`Db::compact`].
@@ -120,351 +117,297 @@ struct Liveness {
     referenced: BTreeSet<u64>,
 }
 
-impl Db {
-    /// Reclaims space with the default threshold
-    /// ([`DEFAULT_LIVE_THRESHOLD`]): deletes segments with no live entry and
-    /// copies forward the live entries of sealed segments less than half
-    /// live. Crash-safe at every step; snapshots taken before keep reading
-    /// valid bytes.
-    pub fn compact(&self) -> Result<CompactStats> {
-        self.compact_with(DEFAULT_LIVE_THRESHOLD)
+/// Checks a live threshold.
+pub(crate) fn check_threshold(live_threshold: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&live_threshold) {
+        return Err(Error::invalid(format!(
+            "live threshold {live_threshold} is not within 0..=1"
+        )));
     }
+    Ok(())
+}
 
-    /// [`Db::compact`] with the live fraction (`0.0..=1.0`) under which a
-    /// sealed segment is copied forward. `0.0` only deletes dead segments.
-    pub fn compact_with(&self, live_threshold: f64) -> Result<CompactStats> {
-        self.reclaim_inner(live_threshold, false)
-    }
-
-    /// What a training loop runs after each save: [`Db::compact_with`],
-    /// except that the catalog's per-segment live bytes are consulted first
-    /// and the live manifests are walked only when some segment may be a
-    /// candidate.
-    pub(crate) fn reclaim(&self, live_threshold: f64) -> Result<CompactStats> {
-        self.reclaim_inner(live_threshold, true)
-    }
-
-    fn reclaim_inner(&self, live_threshold: f64, use_catalog: bool) -> Result<CompactStats> {
-        if !(0.0..=1.0).contains(&live_threshold) {
-            return Err(Error::invalid(format!(
-                "live threshold {live_threshold} is not within 0..=1"
-            )));
-        }
-        let mut w = self.lock_writer()?;
-        w.log.check()?;
-        let sizes = self.segment_sizes()?;
-        let bytes_before: u64 = sizes.values().sum();
-        let mut stats = CompactStats {
-            bytes_before,
-            bytes_after: bytes_before,
-            ..CompactStats::default()
-        };
-        let (root_segment, prev_segment) = {
-            let view = self.read_view();
-            let Some(root) = &view.root else {
-                return Ok(stats);
-            };
-            (root.at.segment, root.record.prev_root.map(|p| p.segment))
-        };
-        // Also never touched: segments holding pages an open replay table
-        // references (it records them by location; see `Writer::pinned`).
-        let protected: BTreeSet<u64> = [Some(w.log.active_segment()), Some(root_segment)]
-            .into_iter()
-            .chain([prev_segment])
-            .flatten()
-            .chain(w.pinned.keys().map(|l| l.segment))
-            .collect();
-        if use_catalog {
-            if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
-                // The catalog counts live entries, not manifests, so what it
-                // counts never exceeds what is live: a segment at or above
-                // the threshold by its count is not a candidate.
-                let any = sizes.iter().any(|(id, &len)| {
-                    let used = counted.get(id).copied().unwrap_or(0);
-                    !protected.contains(id)
-                        && (used == 0 || (used as f64) < live_threshold * capacity(len))
-                });
-                if !any {
-                    return Ok(stats);
-                }
-            }
-        }
-        let live = self.liveness()?;
-
-        let mut dead = BTreeSet::new();
-        let mut sparse = BTreeSet::new();
-        for (&id, &len) in &sizes {
-            if protected.contains(&id) {
-                continue;
-            }
-            if !live.referenced.contains(&id) {
-                dead.insert(id);
-                continue;
-            }
-            let used = live.live_bytes.get(&id).copied().unwrap_or(0) as f64;
-            if used < live_threshold * capacity(len) {
-                sparse.insert(id);
-            }
-        }
-        if dead.is_empty() && sparse.is_empty() {
+/// Reclaims space (see the module documentation) with the writer `w` of
+/// the database `store` reads. With `use_catalog` the catalog's per-segment
+/// live bytes are consulted first and the live manifests walked only when
+/// some segment may be a candidate.
+pub(crate) fn reclaim(
+    w: &mut Writer,
+    store: Store<'_>,
+    live_threshold: f64,
+    use_catalog: bool,
+) -> Result<CompactStats> {
+    check_threshold(live_threshold)?;
+    w.log.check()?;
+    let sizes = segment_sizes(store)?;
+    let bytes_before: u64 = sizes.values().sum();
+    let mut stats = CompactStats {
+        bytes_before,
+        bytes_after: bytes_before,
+        ..CompactStats::default()
+    };
+    let (root_segment, prev_segment) = {
+        let view = store.read_view();
+        let Some(root) = &view.root else {
             return Ok(stats);
-        }
-        if !sparse.is_empty() {
-            let (copied, bytes) = self.copy_forward(&mut w, &live, &sparse)?;
-            stats.entries_copied = copied;
-            stats.bytes_copied = bytes;
-        }
-        let doomed: BTreeSet<u64> = dead.union(&sparse).copied().collect();
-        for &id in &doomed {
-            w.log.remove_segment(id)?;
-        }
-        // Makes the unlinks durable (the directory is dirty now).
-        w.log.sync()?;
-        self.segments.retain(|id| !doomed.contains(&id));
-        stats.segments_deleted = doomed.len();
-        stats.bytes_after = self.segment_sizes()?.values().sum();
-        Ok(stats)
-    }
-
-    /// Live bytes, disk use and what compaction would reclaim, computed
-    /// from the live manifests and the segment files (read-only; works on
-    /// a read-only handle while a writer commits).
-    pub fn storage_usage(&self) -> Result<StorageUsage> {
-        let sizes = self.segment_sizes()?;
-        let segment_bytes: u64 = sizes.values().sum();
-        let disk_bytes = self.disk_usage()?;
-        let protected: BTreeSet<u64> = {
-            let view = self.read_view();
-            let Some(root) = &view.root else {
-                return Ok(StorageUsage {
-                    segment_bytes,
-                    disk_bytes,
-                    ..StorageUsage::default()
-                });
-            };
-            // The writer appends to the newest segment; which one that is
-            // does not need the writer's state.
-            [
-                Some(root.at.segment),
-                root.record.prev_root.map(|p| p.segment),
-                sizes.keys().next_back().copied(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect()
         };
-        let live = self.liveness()?;
-        let mut reclaimable = 0;
-        for (&id, &len) in &sizes {
-            if protected.contains(&id) {
-                continue;
-            }
-            if !live.referenced.contains(&id) {
-                reclaimable += len;
-                continue;
-            }
-            let used = live.live_bytes.get(&id).copied().unwrap_or(0);
-            if (used as f64) < DEFAULT_LIVE_THRESHOLD * capacity(len) {
-                reclaimable += len.saturating_sub(used);
-            }
-        }
-        Ok(StorageUsage {
-            steps: live.steps.len(),
-            live_bytes: live.entries.values().map(|e| e.len).sum(),
-            logical_bytes: live.steps.iter().map(|(_, _, m)| m.logical_bytes()).sum(),
-            segment_bytes,
-            disk_bytes,
-            reclaimable_bytes: reclaimable,
-        })
-    }
-
-    /// Sizes of the segment files present.
-    fn segment_sizes(&self) -> Result<BTreeMap<u64, u64>> {
-        let mut out = BTreeMap::new();
-        for id in self.segment_ids()? {
-            let p = segment_path(self.segments.log_dir(), id);
-            match std::fs::metadata(&p) {
-                Ok(m) => {
-                    out.insert(id, m.len());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat", p, e)),
+        (root.at.segment, root.record.prev_root.map(|p| p.segment))
+    };
+    // Also never touched: segments holding pages an open replay table
+    // references (it records them by location; see `Writer::pinned`).
+    let protected: BTreeSet<u64> = [Some(w.log.active_segment()), Some(root_segment)]
+        .into_iter()
+        .chain([prev_segment])
+        .flatten()
+        .chain(w.pinned.keys().map(|l| l.segment))
+        .collect();
+    if use_catalog {
+        if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
+            // The catalog counts live entries, not manifests, so what it
+            // counts never exceeds what is live: a segment at or above
+            // the threshold by its count is not a candidate.
+            let any = sizes.iter().any(|(id, &len)| {
+                let used = counted.get(id).copied().unwrap_or(0);
+                !protected.contains(id)
+                    && (used == 0 || (used as f64) < live_threshold * capacity(len))
+            });
+            if !any {
+                return Ok(stats);
             }
         }
-        Ok(out)
     }
+    let live = liveness(store)?;
 
-    /// Walks the live manifests.
-    fn liveness(&self) -> Result<Liveness> {
-        let mut live = Liveness {
-            steps: Vec::new(),
-            entries: BTreeMap::new(),
-            live_bytes: BTreeMap::new(),
-            referenced: BTreeSet::new(),
+    let mut dead = BTreeSet::new();
+    let mut sparse = BTreeSet::new();
+    for (&id, &len) in &sizes {
+        if protected.contains(&id) {
+            continue;
+        }
+        if !live.referenced.contains(&id) {
+            dead.insert(id);
+            continue;
+        }
+        let used = live.live_bytes.get(&id).copied().unwrap_or(0) as f64;
+        if used < live_threshold * capacity(len) {
+            sparse.insert(id);
+        }
+    }
+    if dead.is_empty() && sparse.is_empty() {
+        return Ok(stats);
+    }
+    if !sparse.is_empty() {
+        let (copied, bytes) = copy_forward(w, store, &live, &sparse)?;
+        stats.entries_copied = copied;
+        stats.bytes_copied = bytes;
+    }
+    let doomed: BTreeSet<u64> = dead.union(&sparse).copied().collect();
+    for &id in &doomed {
+        w.log.remove_segment(id)?;
+    }
+    // Makes the unlinks durable (the directory is dirty now).
+    w.log.sync()?;
+    store.segments.retain(|id| !doomed.contains(&id));
+    stats.segments_deleted = doomed.len();
+    stats.bytes_after = segment_sizes(store)?.values().sum();
+    Ok(stats)
+}
+
+/// Live bytes, disk use and what compaction would reclaim, computed
+/// from the live manifests and the segment files (read-only; works on
+/// a read-only handle while a writer commits).
+pub(crate) fn storage_usage(store: Store<'_>, disk_bytes: u64) -> Result<StorageUsage> {
+    let sizes = segment_sizes(store)?;
+    let segment_bytes: u64 = sizes.values().sum();
+    let protected: BTreeSet<u64> = {
+        let view = store.read_view();
+        let Some(root) = &view.root else {
+            return Ok(StorageUsage {
+                segment_bytes,
+                disk_bytes,
+                ..StorageUsage::default()
+            });
         };
-        for step in self.steps() {
-            let (at, m) = self.manifest(step)?;
-            live.referenced.insert(at.segment);
-            for e in m.entry_refs() {
-                if live.entries.insert(e.at, e.clone()).is_none() {
-                    *live.live_bytes.entry(e.at.segment).or_default() += e.disk_size();
-                    live.referenced.insert(e.at.segment);
-                }
-            }
-            live.steps.push((step, at, m));
+        // The writer appends to the newest segment; which one that is
+        // does not need the writer's state.
+        [
+            Some(root.at.segment),
+            root.record.prev_root.map(|p| p.segment),
+            sizes.keys().next_back().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    };
+    let live = liveness(store)?;
+    let mut reclaimable = 0;
+    for (&id, &len) in &sizes {
+        if protected.contains(&id) {
+            continue;
         }
-        Ok(live)
-    }
-
-    /// Steps 1–3 of the module documentation for the segments in `sparse`.
-    /// Returns the number of entries and payload bytes copied.
-    fn copy_forward(
-        &self,
-        w: &mut Writer,
-        live: &Liveness,
-        sparse: &BTreeSet<u64>,
-    ) -> Result<(usize, u64)> {
-        let mark = w.log.mark();
-        match self.append_copies(w, live, sparse) {
-            Ok((moved, relocated)) => {
-                let copied = moved.len();
-                let bytes = moved.values().map(|e| e.len).sum();
-                self.publish_relocation(w, live, relocated)?;
-                Ok((copied, bytes))
-            }
-            Err(e) => {
-                // Nothing names the copies yet; cut them off (a poisoned
-                // writer refuses, and the next open cuts them instead).
-                let _ = w.log.rollback(mark);
-                Err(e)
-            }
+        if !live.referenced.contains(&id) {
+            reclaimable += len;
+            continue;
+        }
+        let used = live.live_bytes.get(&id).copied().unwrap_or(0);
+        if (used as f64) < DEFAULT_LIVE_THRESHOLD * capacity(len) {
+            reclaimable += len.saturating_sub(used);
         }
     }
+    Ok(StorageUsage {
+        steps: live.steps.len(),
+        live_bytes: live.entries.values().map(|e| e.len).sum(),
+        logical_bytes: live.steps.iter().map(|(_, _, m)| m.logical_bytes()).sum(),
+        segment_bytes,
+        disk_bytes,
+        reclaimable_bytes: reclaimable,
+    })
+}
 
-    /// Appends the copies and the relocated manifests, then syncs. Returns
-    /// the moved entries (old location → new reference) and, per relocated
-    /// step, the new manifest and its location.
-    #[allow(clippy::type_complexity)]
-    fn append_copies(
-        &self,
-        w: &mut Writer,
-        live: &Liveness,
-        sparse: &BTreeSet<u64>,
-    ) -> Result<(
-        BTreeMap<Location, EntryRef>,
-        BTreeMap<u64, (Location, Manifest)>,
-    )> {
-        let committed = self
-            .read_view()
-            .committed()
-            .ok_or_else(|| Error::invalid("nothing committed"))?;
-        let to_copy: Vec<&EntryRef> = live
-            .entries
-            .values()
-            .filter(|e| sparse.contains(&e.at.segment))
-            .collect();
-        let maps = self.segments.map_all(to_copy.iter().copied(), committed)?;
-        let mut moved = BTreeMap::new();
-        for e in to_copy {
-            // Checked: a damaged entry is not copied into a fresh segment
-            // where it would look sound.
-            let payload = self.segments.payload(&maps, e, true)?;
-            let header = EntryHeader {
-                kind: e.kind,
-                dtype: e.dtype,
-                seq: 0,
-                payload_len: e.len,
-                payload_crc: e.crc,
-                key: e.stored_key.clone(),
-                shape: e.shape.clone(),
-            };
-            let at = w.log.append(header, payload)?;
-            moved.insert(e.at, EntryRef { at, ..e.clone() });
-        }
-        let mut relocated = BTreeMap::new();
-        for (step, at, m) in &live.steps {
-            let mut m2 = (**m).clone();
-            let changed = remap(&mut m2, &moved);
-            if !changed && !sparse.contains(&at.segment) {
-                continue;
+/// Sizes of the segment files present.
+fn segment_sizes(store: Store<'_>) -> Result<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for id in list_segments(store.segments.log_dir())? {
+        let p = segment_path(store.segments.log_dir(), id);
+        match std::fs::metadata(&p) {
+            Ok(m) => {
+                out.insert(id, m.len());
             }
-            let new_at = w.log.append_record(Kind::Manifest, &m2.encode())?;
-            relocated.insert(*step, (new_at, m2));
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("stat", p, e)),
         }
-        w.log.sync()?;
-        Ok((moved, relocated))
     }
+    Ok(out)
+}
 
-    /// Publishes the maintenance root naming the relocated manifests and
-    /// brings the catalog and the manifest cache in line.
-    fn publish_relocation(
-        &self,
-        w: &mut Writer,
-        live: &Liveness,
-        relocated: BTreeMap<u64, (Location, Manifest)>,
-    ) -> Result<()> {
-        let root = publish(self, w, None, &BTreeSet::new(), |rec| {
-            for l in &mut rec.live {
-                if let Some((at, _)) = relocated.get(&l.step) {
-                    l.manifest = Some(*at);
-                }
-            }
-        })?;
-        if let Some(catalog) = w.catalog.as_mut() {
-            let removed: Vec<StepChange<'_>> = live
-                .steps
-                .iter()
-                .filter(|(s, _, _)| relocated.contains_key(s))
-                .map(|(step, at, m)| StepChange {
-                    step: *step,
-                    manifest_at: *at,
-                    manifest: m,
-                })
-                .collect();
-            let added: Vec<StepChange<'_>> = relocated
-                .iter()
-                .map(|(step, (at, m))| StepChange {
-                    step: *step,
-                    manifest_at: *at,
-                    manifest: m,
-                })
-                .collect();
-            let target = CatalogRoot {
-                generation: root.record.generation,
-                at: root.at,
-            };
-            if catalog.apply(target, &removed, &added).is_err() {
-                // The log is right; the next open rebuilds the catalog.
-                w.catalog = None;
+/// Walks the live manifests.
+fn liveness(store: Store<'_>) -> Result<Liveness> {
+    let mut live = Liveness {
+        steps: Vec::new(),
+        entries: BTreeMap::new(),
+        live_bytes: BTreeMap::new(),
+        referenced: BTreeSet::new(),
+    };
+    for step in store.steps() {
+        let (at, m) = store.manifest(step)?;
+        live.referenced.insert(at.segment);
+        for e in m.entry_refs() {
+            if live.entries.insert(e.at, e.clone()).is_none() {
+                *live.live_bytes.entry(e.at.segment).or_default() += e.disk_size();
+                live.referenced.insert(e.at.segment);
             }
         }
-        let mut view = self.write_view();
-        for (_, (at, m)) in relocated {
-            view.manifests.insert(at, Arc::new(m));
+        live.steps.push((step, at, m));
+    }
+    Ok(live)
+}
+
+/// Steps 1–3 of the module documentation for the segments in `sparse`.
+/// Returns the number of entries and payload bytes copied.
+fn copy_forward(
+    w: &mut Writer,
+    store: Store<'_>,
+    live: &Liveness,
+    sparse: &BTreeSet<u64>,
+) -> Result<(usize, u64)> {
+    let mark = w.log.mark();
+    match append_copies(w, store, live, sparse) {
+        Ok((moved, relocated)) => {
+            let copied = moved.len();
+            let bytes = moved.values().map(|e| e.len).sum();
+            publish_relocation(w, store, live, relocated)?;
+            Ok((copied, bytes))
         }
-        Ok(())
+        Err(e) => {
+            // Nothing names the copies yet; cut them off (a poisoned
+            // writer refuses, and the next open cuts them instead).
+            let _ = w.log.rollback(mark);
+            Err(e)
+        }
     }
 }
 
-/// [`find_root`] for a read-only handle, which can race with the writer's
-/// reclamation: a segment listed a moment ago (or named by a segment header
-/// as the previous root's home) can be deleted before it is opened. The
-/// writer deletes a segment only after a newer durable root stopped naming
-/// it, so listing the directory again finds that newer root.
-pub(crate) fn find_root_racing(log_dir: &Path, hint: Option<Location>) -> Result<Recovered> {
-    let mut hint = hint;
-    let mut tries = 0;
-    loop {
-        match find_root(log_dir, hint, Validate::Headers) {
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
-            {
-                tries += 1;
-                hint = None;
-            }
-            r => return r,
-        }
+/// Appends the copies and the relocated manifests, then syncs. Returns
+/// the moved entries (old location → new reference) and, per relocated
+/// step, the new manifest and its location.
+#[allow(clippy::type_complexity)]
+fn append_copies(
+    w: &mut Writer,
+    store: Store<'_>,
+    live: &Liveness,
+    sparse: &BTreeSet<u64>,
+) -> Result<(
+    BTreeMap<Location, EntryRef>,
+    BTreeMap<u64, (Location, Manifest)>,
+)> {
+    let committed = store
+        .read_view()
+        .committed()
+        .ok_or_else(|| Error::invalid("nothing committed"))?;
+    let to_copy: Vec<&EntryRef> = live
+        .entries
+        .values()
+        .filter(|e| sparse.contains(&e.at.segment))
+        .collect();
+    let maps = store.segments.map_all(to_copy.iter().copied(), committed)?;
+    let mut moved = BTreeMap::new();
+    for e in to_copy {
+        // Checked: a damaged entry is not copied into a fresh segment
+        // where it would look sound.
+        let payload = store.segments.payload(&maps, e, true)?;
+        let header = EntryHeader {
+            kind: e.kind,
+            dtype: e.dtype,
+            seq: 0,
+            payload_len: e.len,
+            payload_crc: e.crc,
+            key: e.stored_key.clone(),
+            shape: e.shape.clone(),
+        };
+        let at = w.log.append(header, payload)?;
+        moved.insert(e.at, EntryRef { at, ..e.clone() });
     }
+    let mut relocated = BTreeMap::new();
+    for (step, at, m) in &live.steps {
+        let mut m2 = (**m).clone();
+        let changed = remap(&mut m2, &moved);
+        if !changed && !sparse.contains(&at.segment) {
+            continue;
+        }
+        let new_at = w.log.append_record(Kind::Manifest, &m2.encode()?)?;
+        relocated.insert(*step, (new_at, m2));
+    }
+    w.log.sync()?;
+    Ok((moved, relocated))
+}
+/// Publishes the maintenance root naming the relocated manifests (the
+/// writer's commit also brings the catalog and the manifest cache in line).
+fn publish_relocation(
+    w: &mut Writer,
+    store: Store<'_>,
+    live: &Liveness,
+    relocated: BTreeMap<u64, (Location, Manifest)>,
+) -> Result<()> {
+    let mut moved = BTreeMap::new();
+    for (step, (new_at, new)) in relocated {
+        let (old_at, old) = live
+            .steps
+            .iter()
+            .find(|(s, _, _)| *s == step)
+            .map(|(_, at, m)| (*at, m.clone()))
+            .ok_or(Error::StepNotFound { step })?;
+        moved.insert(
+            step,
+            Relocated {
+                old_at,
+                old,
+                new_at,
+                new,
+            },
+        );
+    }
+    w.commit(store, RootChange::Relocate { moved })?;
+    Ok(())
 }
 
 /// Bytes a segment of `len` bytes has for entries.

@@ -98,6 +98,7 @@ mod catalog;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
+mod compact;
 mod db;
 mod dtype;
 mod error;
@@ -118,6 +119,8 @@ mod tags;
 pub mod trainer;
 mod txn;
 mod verify;
+mod view;
+mod writer;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};

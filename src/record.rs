@@ -143,9 +143,13 @@ pub(crate) struct CommitRecord {
 }
 
 impl CommitRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        postcard::to_stdvec(self).unwrap_or_default()
+    /// The record's bytes. Serializing plain data into a `Vec` does not
+    /// fail in practice, but an empty record must never reach the log in
+    /// place of a root, so a failure is reported.
+    pub fn encode(&self) -> crate::error::Result<Vec<u8>> {
+        postcard::to_stdvec(self).map_err(|e| {
+            crate::error::Error::invalid(format!("commit record does not encode: {e}"))
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<CommitRecord, postcard::Error> {
@@ -162,8 +166,10 @@ impl CommitRecord {
 
 impl Manifest {
     #[allow(dead_code)] // for compaction (copying manifests forward)
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).unwrap_or_default()
+    /// The manifest's bytes (see [`CommitRecord::encode`]).
+    pub fn encode(&self) -> crate::error::Result<Vec<u8>> {
+        postcard::to_stdvec(self)
+            .map_err(|e| crate::error::Error::invalid(format!("manifest does not encode: {e}")))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, postcard::Error> {

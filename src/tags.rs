@@ -5,12 +5,10 @@
 //! and atomic as a step commit, and dropping a step removes the tags naming
 //! it in the same root (see [`StepTx::drop_step`](crate::StepTx::drop_step)).
 
-use std::collections::BTreeSet;
-
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::key::validate_name;
-use crate::txn::publish;
+use crate::writer::RootChange;
 
 impl Db {
     /// Names live step `step` `name`, durably. A tag that named another step
@@ -28,9 +26,11 @@ impl Db {
                 return Ok(());
             }
         }
-        publish(self, &mut w, None, &BTreeSet::new(), |rec| {
-            rec.tags.insert(name.to_owned(), step);
-        })?;
+        let change = RootChange::SetTag {
+            name: name.to_owned(),
+            step,
+        };
+        w.commit(self.store(), change)?;
         Ok(())
     }
 
@@ -46,9 +46,10 @@ impl Db {
             .ok_or_else(|| Error::NotFound {
                 what: format!("tag {name:?}"),
             })?;
-        publish(self, &mut w, None, &BTreeSet::new(), |rec| {
-            rec.tags.remove(name);
-        })?;
+        let change = RootChange::RemoveTag {
+            name: name.to_owned(),
+        };
+        w.commit(self.store(), change)?;
         Ok(step)
     }
 

@@ -13,22 +13,22 @@
 //! hash alone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, MutexGuard};
+use std::sync::MutexGuard;
 
 use ndarray::{ArrayBase, Data, Dimension};
 use serde::Serialize;
 
-use crate::catalog::{CatalogRoot, ContentIndex, StepChange};
-use crate::db::{Db, Writer};
+use crate::catalog::ContentIndex;
+use crate::db::Db;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::format::{entry_size, EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
+use crate::format::{EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
 use crate::key::{validate_key, validate_metric};
 use crate::log::read::CommittedEnd;
 use crate::log::write::Mark;
-use crate::log::FoundRoot;
-use crate::record::{now_ms, CommitRecord, EntryRef, LiveStep, Manifest, ReplayTableState};
+use crate::record::{now_ms, EntryRef, Manifest, ReplayTableState};
 use crate::snapshot::StepInfo;
+use crate::writer::{RootChange, Writer};
 
 /// The transaction that commits one step. Created by [`Db::begin_step`] and
 /// friends; borrows the database and holds its writer until it ends.
@@ -421,8 +421,10 @@ impl<'db> StepTx<'db> {
         };
         let step = self.step;
         let dropped = std::mem::take(&mut self.dropped);
-        let db = self.db;
-        let root = publish(db, &mut self.w, Some(manifest), &dropped, |_| {})?;
+        let store = self.db.store();
+        let root = self
+            .w
+            .commit(store, RootChange::AddStep { manifest, dropped })?;
         let live = root
             .record
             .live
@@ -449,133 +451,4 @@ impl Drop for StepTx<'_> {
             let _ = self.w.log.rollback(self.mark);
         }
     }
-}
-
-/// Appends a new root and makes it current: the commit point of every
-/// change to the database. `step` is the step this root adds (if any),
-/// `dropped` the steps it removes from the live set, and `edit` may change
-/// the rest of the record (tags, relocated manifests) before it is written.
-pub(crate) fn publish(
-    db: &Db,
-    w: &mut Writer,
-    step: Option<Manifest>,
-    dropped: &BTreeSet<u64>,
-    edit: impl FnOnce(&mut CommitRecord),
-) -> Result<FoundRoot> {
-    let prev = db.read_view().root.clone();
-    let mut removed = Vec::new();
-    for &s in dropped {
-        let (at, m) = db.manifest(s)?;
-        removed.push((s, at, m));
-    }
-    let (generation, last_step, prev_root, mut live, mut tags) = match &prev {
-        Some(r) => (
-            r.record.generation,
-            r.record.last_step,
-            Some(r.at),
-            r.record.live.clone(),
-            r.record.tags.clone(),
-        ),
-        None => (0, None, None, Vec::new(), BTreeMap::new()),
-    };
-    // Manifests inline in the previous root are referenced by its location.
-    for l in &mut live {
-        if l.manifest.is_none() {
-            l.manifest = prev_root;
-        }
-    }
-    live.retain(|l| !dropped.contains(&l.step));
-    tags.retain(|_, s| !dropped.contains(s));
-    if let Some(m) = &step {
-        live.push(LiveStep {
-            step: m.step,
-            manifest: None,
-            time_ms: m.time_ms,
-            logical_bytes: m.logical_bytes(),
-            new_bytes: m.new_bytes,
-            metrics: m.metrics.clone(),
-        });
-    }
-    let mut record = CommitRecord {
-        generation: generation + 1,
-        next_seq: w.log.next_seq() + 1,
-        last_step: step.as_ref().map(|m| m.step).or(last_step),
-        prev_root,
-        time_ms: now_ms(),
-        step,
-        live,
-        tags,
-    };
-    edit(&mut record);
-    let payload = record.encode();
-    let at = w.log.append_record(Kind::Commit, &payload)?;
-    let end = at.offset + entry_size(0, 0, payload.len() as u64).unwrap_or(0);
-    let mut root = FoundRoot { at, end, record };
-    // The new step's manifest goes to the view's manifest cache (see
-    // `View::set_root`), not along with every copy of the root.
-    let manifest = root.record.step.take().map(Arc::new);
-    let target = CatalogRoot {
-        generation: root.record.generation,
-        at,
-    };
-    let removed = StepChange::list(&removed);
-    let added: Vec<StepChange<'_>> = manifest
-        .iter()
-        .map(|m| StepChange {
-            step: m.step,
-            manifest_at: at,
-            manifest: m,
-        })
-        .collect();
-    // The fsync runs on its own thread while this one prepares what the
-    // new root changes in memory and in the catalog: for a step of many
-    // entries that work takes as long as the fsync. Nothing of it becomes
-    // visible before the fsync has returned: the view is swapped and the
-    // catalog transaction committed only then.
-    let Writer { log, catalog, .. } = w;
-    let (synced, cataloged) = std::thread::scope(|s| {
-        let mut sync = Some(s.spawn(|| log.sync()));
-        let mut synced = None;
-        // Joins the fsync (once) and says whether it succeeded.
-        let mut wait = || -> bool {
-            if let Some(h) = sync.take() {
-                synced = Some(match h.join() {
-                    Ok(r) => r,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                });
-            }
-            matches!(synced, Some(Ok(())))
-        };
-        let cataloged = catalog
-            .as_mut()
-            .map(|c| c.apply_gated(target, &removed, &added, &mut wait));
-        wait();
-        (synced, cataloged)
-    });
-    // `synced` is unset only if the fsync thread panicked while the catalog
-    // (which turns a panic into an error) was waiting for it: the root's
-    // durability is unknown, so the writer is poisoned like after a failed
-    // fsync.
-    let synced = synced.unwrap_or_else(|| {
-        Err(Error::Poisoned {
-            cause: "the commit's fsync did not complete".into(),
-        })
-    });
-    if let Err(e) = synced {
-        return Err(w.log.poison(e));
-    }
-    w.log.set_last_root(at);
-    {
-        let mut view = db.write_view();
-        if let Some(m) = manifest {
-            view.manifests.insert(at, m);
-        }
-        view.set_root(Some(root.clone()));
-    }
-    if let Some(Err(_)) = cataloged {
-        // The commit is durable; only the derived catalog failed. Stop
-        // using it (no more dedup) and let the next open rebuild it.
-        w.catalog = None;
-    }
-    Ok(root)
 }

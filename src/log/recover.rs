@@ -35,6 +35,7 @@ use crate::format::{
     MAX_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::record::{CommitRecord, EntryRef};
+use crate::storage::Storage;
 
 /// What recovery learned about the log.
 #[derive(Debug)]
@@ -146,6 +147,104 @@ pub(crate) fn find_root(
         }
     }
     Ok(Recovered { root, segments })
+}
+
+/// Where the writer's log continues after [`cut_tail`].
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// The root's location and the end of its entry, where appends go.
+    pub root: Option<(Location, u64)>,
+    /// Sequence number of the next entry.
+    pub next_seq: u64,
+    /// Number of the first segment to create when there is no root.
+    pub first_id: u64,
+}
+
+/// Cuts off everything after the root `rec` found: torn entries, an
+/// uncommitted transaction, segments it created. Then makes the root and
+/// the segments its step wrote durable. Only a writer calls this.
+pub(crate) fn cut_tail(storage: &dyn Storage, log_dir: &Path, rec: &Recovered) -> Result<Tail> {
+    match &rec.root {
+        Some(r) => {
+            let mut changed = false;
+            for &id in rec.segments.iter().filter(|&&id| id > r.at.segment) {
+                let p = segment_path(log_dir, id);
+                storage
+                    .remove_file(&p)
+                    .map_err(|e| Error::io("remove", &p, e))?;
+                changed = true;
+            }
+            let p = segment_path(log_dir, r.at.segment);
+            let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
+            if f.len().map_err(|e| Error::io("stat", &p, e))? > r.end {
+                f.set_len(r.end).map_err(|e| Error::io("truncate", &p, e))?;
+            }
+            // The root may so far live only in the operating system's
+            // cache: the last writer was killed after writing it but
+            // before its fsync returned. New commits will build on it, so
+            // make it and every segment its step wrote to durable first
+            // (a later fsync of the active segment would not cover an
+            // older one).
+            f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+            let first = r.record.prev_root.map_or(0, |l| l.segment);
+            for &id in rec
+                .segments
+                .iter()
+                .filter(|&&id| id >= first && id < r.at.segment)
+            {
+                let p = segment_path(log_dir, id);
+                let f = storage.open(&p).map_err(|e| Error::io("open", &p, e))?;
+                f.sync_data().map_err(|e| Error::io("fdatasync", &p, e))?;
+                changed = true;
+            }
+            if changed {
+                storage
+                    .sync_dir(log_dir)
+                    .map_err(|e| Error::io("fsync", log_dir, e))?;
+            }
+            Ok(Tail {
+                root: Some((r.at, r.end)),
+                next_seq: r.record.next_seq,
+                first_id: 0,
+            })
+        }
+        None => {
+            // No commit ever became durable: whatever segments exist hold
+            // an unacknowledged first transaction.
+            for &id in &rec.segments {
+                let p = segment_path(log_dir, id);
+                storage
+                    .remove_file(&p)
+                    .map_err(|e| Error::io("remove", &p, e))?;
+            }
+            Ok(Tail {
+                root: None,
+                next_seq: 1,
+                first_id: rec.segments.last().map_or(0, |&l| l + 1),
+            })
+        }
+    }
+}
+
+/// [`find_root`] for a read-only handle, which can race with the writer's
+/// reclamation: a segment listed a moment ago (or named by a segment header
+/// as the previous root's home) can be deleted before it is opened. The
+/// writer deletes a segment only after a newer durable root stopped naming
+/// it, so listing the directory again finds that newer root.
+pub(crate) fn find_root_racing(log_dir: &Path, hint: Option<Location>) -> Result<Recovered> {
+    let mut hint = hint;
+    let mut tries = 0;
+    loop {
+        match find_root(log_dir, hint, Validate::Headers) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+            {
+                tries += 1;
+                hint = None;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Walks the entry chain of one segment from `start` and returns the last

@@ -62,13 +62,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::db::{Db, Writer};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind};
 use crate::log::segment_path;
 use crate::mmap::Mapping;
 use crate::record::{EntryRef, ReplayTableState};
 use crate::txn::StepTx;
+use crate::writer::Writer;
 use crate::DType;
 
 use super::packed::{copy, BoolBytes, RowPlan};
