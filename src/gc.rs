@@ -419,24 +419,10 @@ fn capacity(len: u64) -> f64 {
 /// anything changed.
 fn remap(m: &mut Manifest, moved: &BTreeMap<Location, EntryRef>) -> bool {
     let mut changed = false;
-    let mut fix = |e: &mut EntryRef| {
+    for e in m.refs_mut() {
         if let Some(n) = moved.get(&e.at) {
             e.at = n.at;
             changed = true;
-        }
-    };
-    for e in m.entries.values_mut() {
-        fix(e);
-    }
-    for t in m.replay.values_mut() {
-        for e in t.pages.iter_mut().flatten() {
-            fix(e);
-        }
-        if let Some(e) = t.partial.as_mut() {
-            fix(e);
-        }
-        if let Some(e) = t.side.as_mut() {
-            fix(e);
         }
     }
     changed

@@ -68,39 +68,107 @@ pub(crate) struct Manifest {
     pub new_bytes: u64,
 }
 
+/// Which entry of a replay table. The key it is stored under is built here
+/// only ([`ReplayPart::key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplayPart {
+    /// Full page `k` of the ring.
+    Page(usize),
+    /// The page being filled.
+    Partial,
+    /// Per-slot priorities.
+    Priorities,
+}
+
+const REPLAY_PREFIX: &str = "replay:";
+
+impl ReplayPart {
+    /// The key the entry of `table` is stored (and reported) under.
+    pub(crate) fn key(self, table: &str) -> String {
+        match self {
+            ReplayPart::Page(k) => format!("{REPLAY_PREFIX}{table}/page/{k}"),
+            ReplayPart::Partial => format!("{REPLAY_PREFIX}{table}/partial"),
+            ReplayPart::Priorities => format!("{REPLAY_PREFIX}{table}/priorities"),
+        }
+    }
+}
+
+/// What a manifest names an entry by: a user key, or a part of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryName<'a> {
+    Key(&'a str),
+    Replay(&'a str, ReplayPart),
+}
+
+impl EntryName<'_> {
+    /// The name as reports show it (the key the entry is stored under).
+    pub(crate) fn to_key(self) -> String {
+        match self {
+            EntryName::Key(k) => k.to_owned(),
+            EntryName::Replay(table, part) => part.key(table),
+        }
+    }
+}
+
+impl ReplayTableState {
+    /// The table's entries with their parts: pages, partial page, priorities.
+    fn parts(&self) -> impl Iterator<Item = (ReplayPart, &EntryRef)> {
+        let pages = self
+            .pages
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| p.as_ref().map(|e| (ReplayPart::Page(k), e)));
+        pages
+            .chain(self.partial.iter().map(|e| (ReplayPart::Partial, e)))
+            .chain(self.side.iter().map(|e| (ReplayPart::Priorities, e)))
+    }
+
+    /// Every entry reference of the table, to be changed in place.
+    fn refs_mut(&mut self) -> impl Iterator<Item = &mut EntryRef> {
+        self.pages
+            .iter_mut()
+            .flatten()
+            .chain(self.partial.iter_mut())
+            .chain(self.side.iter_mut())
+    }
+}
+
 impl Manifest {
+    /// The one walk over everything the step references (user entries,
+    /// then each replay table's pages, partial page and priorities), each
+    /// with its name.
+    pub fn walk(&self) -> impl Iterator<Item = (EntryName<'_>, &EntryRef)> {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(k, e)| (EntryName::Key(k.as_str()), e));
+        let replay = self.replay.iter().flat_map(|(name, t)| {
+            t.parts()
+                .map(move |(part, e)| (EntryName::Replay(name.as_str(), part), e))
+        });
+        entries.chain(replay)
+    }
+
+    /// [`Manifest::walk`], mutably and without names (compaction points
+    /// references at copies).
+    pub fn refs_mut(&mut self) -> impl Iterator<Item = &mut EntryRef> {
+        self.entries.values_mut().chain(
+            self.replay
+                .values_mut()
+                .flat_map(ReplayTableState::refs_mut),
+        )
+    }
+
     /// Every entry the step references, replay pages included.
     pub fn entry_refs(&self) -> impl Iterator<Item = &EntryRef> {
-        self.entries
-            .values()
-            .chain(self.replay.values().flat_map(|t| {
-                t.pages
-                    .iter()
-                    .flatten()
-                    .chain(t.partial.iter())
-                    .chain(t.side.iter())
-            }))
+        self.walk().map(|(_, e)| e)
     }
 
     /// Every entry the step references, with a name for reports: the key,
-    /// or `replay:<table>/…` for replay pages and state.
+    /// or `replay:<table>/…` for replay pages and state (the key each is
+    /// stored under).
     pub fn entry_refs_keyed(&self) -> impl Iterator<Item = (String, &EntryRef)> {
-        let entries = self.entries.iter().map(|(k, e)| (k.clone(), e));
-        let replay = self.replay.iter().flat_map(|(name, t)| {
-            let pages = t.pages.iter().enumerate().filter_map(move |(i, p)| {
-                p.as_ref().map(|e| (format!("replay:{name}/page/{i}"), e))
-            });
-            let partial = t
-                .partial
-                .iter()
-                .map(move |e| (format!("replay:{name}/partial"), e));
-            let side = t
-                .side
-                .iter()
-                .map(move |e| (format!("replay:{name}/state"), e));
-            pages.chain(partial).chain(side)
-        });
-        entries.chain(replay)
+        self.walk().map(|(n, e)| (n.to_key(), e))
     }
 
     /// Sum of the payload lengths of the step's entries.

@@ -67,7 +67,7 @@ use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind};
 use crate::log::segment_path;
 use crate::mmap::Mapping;
-use crate::record::{EntryRef, ReplayTableState};
+use crate::record::{EntryRef, ReplayPart, ReplayTableState};
 use crate::txn::StepTx;
 use crate::writer::Writer;
 use crate::DType;
@@ -170,7 +170,7 @@ impl std::fmt::Debug for ReplayTable<'_> {
 }
 
 fn page_key(table: &str, page: usize) -> String {
-    format!("replay:{table}/page/{page}")
+    ReplayPart::Page(page).key(table)
 }
 
 impl<'db> ReplayTable<'db> {
@@ -801,7 +801,7 @@ impl SmallState {
         tx.count_new_bytes(fresh);
         let partial = match &self.partial {
             Some((rows, bytes)) => Some(tx.write_entry(
-                &format!("replay:{name}/partial"),
+                &ReplayPart::Partial.key(&name),
                 Kind::ReplayPage,
                 Some(DType::U8),
                 vec![*rows, self.row_size],
@@ -811,7 +811,7 @@ impl SmallState {
         };
         let side = match &self.side {
             Some((capacity, bytes)) => Some(tx.write_entry(
-                &format!("replay:{name}/priorities"),
+                &ReplayPart::Priorities.key(&name),
                 Kind::ReplayState,
                 Some(DType::F32),
                 vec![*capacity],
