@@ -233,7 +233,6 @@ impl CommitRecord {
 }
 
 impl Manifest {
-    #[allow(dead_code)] // for compaction (copying manifests forward)
     /// The manifest's bytes (see [`CommitRecord::encode`]).
     pub fn encode(&self) -> crate::error::Result<Vec<u8>> {
         postcard::to_stdvec(self)

@@ -132,7 +132,6 @@ impl Segments {
 
     /// Drops cached maps of segments not in `keep` (snapshots holding them
     /// keep their own references).
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn retain(&self, keep: impl Fn(u64) -> bool) {
         self.lock_maps().retain(|id, _| keep(*id));
     }

@@ -232,7 +232,6 @@ impl LogWriter {
         self.next_seq
     }
 
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn active_segment(&self) -> u64 {
         self.active_id
     }
@@ -480,7 +479,6 @@ impl LogWriter {
 
     /// Removes a whole segment file (space reclamation). The caller has made
     /// sure no live root names anything in it.
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn remove_segment(&mut self, id: u64) -> Result<()> {
         self.settle()?;
         let path = segment_path(&self.dir, id);
@@ -489,15 +487,5 @@ impl LogWriter {
         }
         self.dir_dirty = true;
         Ok(())
-    }
-
-    #[allow(dead_code)] // for space reclamation and replay tables
-    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
-    }
-
-    #[allow(dead_code)] // for space reclamation and replay tables
-    pub(crate) fn log_dir(&self) -> &Path {
-        &self.dir
     }
 }
