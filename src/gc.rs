@@ -18,7 +18,7 @@
 //!    or manifest moved.
 //! 2. The log is synced: the copies are durable before anything names them.
 //! 3. A **maintenance root** (a commit record adding no step) is published
-//!    whose live set points at the relocated manifests; `publish` syncs it.
+//!    whose live set points at the relocated manifests; `Writer::commit` syncs it.
 //! 4. Only now are the dead and the copied segments unlinked, and the
 //!    directory synced.
 //!
@@ -33,8 +33,8 @@
 //!
 //! Unlinking a file does not invalidate existing maps of it, so a
 //! [`Snapshot`](crate::Snapshot) keeps reading the old bytes. A read-only
-//! [`Db`] whose root names a deleted segment moves to the newer root and
-//! retries (see [`Db::snapshot`]). Never deleted: the active segment, the
+//! [`Db`](crate::Db) whose root names a deleted segment moves to the newer root and
+//! retries (see [`Db::snapshot`](crate::Db::snapshot)). Never deleted: the active segment, the
 //! segment holding the current root, the one holding the root before it
 //! (recovery may fall back to that one), and any segment holding a page an
 //! open replay table references (a table records its pages by location, so
@@ -51,7 +51,7 @@ use crate::view::Store;
 use crate::writer::{Relocated, RootChange, Writer};
 
 /// A sealed segment whose live payload is under this fraction of its size is
-/// copied forward by [`Db::compact`].
+/// copied forward by [`Db::compact`](crate::Db::compact).
 pub const DEFAULT_LIVE_THRESHOLD: f64 = 0.5;
 
 /// What one reclamation did.
@@ -70,7 +70,7 @@ pub struct CompactStats {
 }
 
 /// Where a database's bytes go: what the live steps hold, what the files
-/// take, and what [`Db::compact`] would give back.
+/// take, and what [`Db::compact`](crate::Db::compact) would give back.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StorageUsage {
     /// Live steps.
@@ -85,7 +85,7 @@ pub struct StorageUsage {
     pub segment_bytes: u64,
     /// Bytes on disk: the segment files and the catalog.
     pub disk_bytes: u64,
-    /// Segment bytes [`Db::compact`] with the default threshold would free:
+    /// Segment bytes [`Db::compact`](crate::Db::compact) with the default threshold would free:
     /// segments holding nothing live, and sealed segments under the
     /// threshold minus their live entries (which it copies forward). An
     /// upper bound while a writer keeps segments for open replay tables,
