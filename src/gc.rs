@@ -253,7 +253,9 @@ impl Db {
             .flatten()
             .collect()
         };
-        let live = self.liveness()?;
+        // A writer may reclaim a segment of a step between listing the
+        // steps and reading its manifest: read the newer root then.
+        let live = self.read_current(|| self.liveness())?;
         let mut reclaimable = 0;
         for (&id, &len) in &sizes {
             if protected.contains(&id) {
