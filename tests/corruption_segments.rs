@@ -153,6 +153,7 @@ fn a_newest_segment_naming_a_deleted_root_is_corruption() {
         Err(e) => {
             assert!(e.is_corruption(), "{e:?}");
             assert!(matches!(e, Error::Corruption { .. }), "{e:?}");
+            assert!(e.to_string().contains("the segment is missing"), "{e}");
         }
         Ok(db) => panic!("opened with steps {:?}", db.steps()),
     }
