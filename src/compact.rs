@@ -39,6 +39,9 @@ impl Db {
     /// from the live manifests and the segment files (read-only; works on
     /// a read-only handle while a writer commits).
     pub fn storage_usage(&self) -> Result<StorageUsage> {
-        gc::storage_usage(self.store(), self.disk_usage()?)
+        let disk_bytes = self.disk_usage()?;
+        // A writer may reclaim a segment of a step between listing the
+        // steps and reading its manifest: read the newer root then.
+        self.read_current(|| gc::storage_usage(self.store(), disk_bytes))
     }
 }

@@ -33,8 +33,8 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn run(db: &Db, sel: &Selector, out: &Path, opts: Options) -> Result<Output> {
-    let step = sel.resolve(db)?;
-    let snap = db.snapshot(step)?;
+    let snap = sel.snapshot(db)?;
+    let step = snap.step();
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let mut total = 0;

@@ -222,8 +222,8 @@ fn one(step: u64, view: &ReplayView, sample: u64) -> Result<Output> {
 }
 
 pub(crate) fn run(db: &Db, sel: &Selector, table: Option<&str>, sample: u64) -> Result<Output> {
-    let step = sel.resolve(db)?;
-    let snap = db.snapshot(step)?;
+    let snap = sel.snapshot(db)?;
+    let step = snap.step();
     match table {
         None => {
             let views = snap

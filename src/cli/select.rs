@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use crate::{Db, Error, Result};
+use crate::{Db, Error, Result, Snapshot};
 
 /// A way to name one live step on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +110,29 @@ impl Selector {
                 })
             }
         }
+    }
+
+    /// A snapshot of the step this names. A writer's commit may drop the
+    /// step between resolving and reading it (retention drops the oldest
+    /// step whenever a new one is saved), which moves the handle to the
+    /// newer root: `latest`, `best:` and `tag:` then name another step, so
+    /// they are resolved again. A step named by number is not replaced.
+    pub fn snapshot(&self, db: &Db) -> Result<Snapshot> {
+        // Each retry means the root moved on; a writer cannot outrun a
+        // reader forever, but a bound keeps a read-only command finite.
+        for _ in 0..100 {
+            let step = self.resolve(db)?;
+            match db.snapshot(step) {
+                Err(Error::StepNotFound { .. })
+                    if !matches!(self, Selector::Step(_))
+                        && self.resolve(db).ok() != Some(step) =>
+                {
+                    continue
+                }
+                r => return r,
+            }
+        }
+        db.snapshot(self.resolve(db)?)
     }
 }
 

@@ -43,8 +43,7 @@ fn replay_summary(snap: &Snapshot) -> Vec<Value> {
 }
 
 pub(crate) fn run(db: &Db, sel: &Selector) -> Result<Output> {
-    let step = sel.resolve(db)?;
-    let snap = db.snapshot(step)?;
+    let snap = sel.snapshot(db)?;
     let mut t = Table::new(&["KEY", "KIND", "DTYPE", "SHAPE", ">BYTES", "VALUE"]);
     let mut entries = Vec::with_capacity(snap.len());
     for e in snap.entries() {

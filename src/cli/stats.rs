@@ -86,8 +86,8 @@ fn opt(x: f64, have: bool) -> serde_json::Value {
 }
 
 pub(crate) fn run(db: &Db, sel: &Selector, key: &str, bins: usize) -> Result<Output> {
-    let step = sel.resolve(db)?;
-    let snap = db.snapshot(step)?;
+    let snap = sel.snapshot(db)?;
+    let step = snap.step();
     let t = snap.tensor(key)?;
     let (s, hist) = with_element!(t.dtype(), T => {
         let xs = t.as_slice::<T>()?;

@@ -234,11 +234,29 @@ pub(crate) fn cut_tail(storage: &dyn Storage, log_dir: &Path, rec: &Recovered) -
 pub(crate) fn find_root_racing(log_dir: &Path, hint: Option<Location>) -> Result<Recovered> {
     let mut hint = hint;
     let mut tries = 0;
+    // The segments present after the previous miss.
+    let mut seen: Option<Vec<u64>> = None;
     loop {
         match find_root(log_dir, hint, Validate::Headers) {
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+            Err(Error::Io { path, source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && path.parent() == Some(log_dir)
+                    && tries < 5 =>
             {
+                // A writer reclaiming space deletes segments and creates
+                // newer ones, so two misses with the same segments present
+                // in between mean nothing moved: the log names (in a
+                // segment header or a commit record) a segment that is
+                // gone, which is damage, not a race.
+                let now = list_segments(log_dir)?;
+                if seen.as_ref() == Some(&now) {
+                    return Err(Error::corruption(
+                        path,
+                        0,
+                        "the segment is missing, but a newer segment or commit names a root in it",
+                    ));
+                }
+                seen = Some(now);
                 tries += 1;
                 hint = None;
             }
