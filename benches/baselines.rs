@@ -202,7 +202,9 @@ fn read_case(case: &str, tensors: &[Vec<u8>]) {
                 timed(|| safetensors_load(&st))
             }),
             ("raw mmap + sum", &mut || timed(|| raw_load(&raw, len))),
-            ("ckptdb unverified", &mut || timed(|| ckptdb_load(&db, false))),
+            ("ckptdb unverified", &mut || {
+                timed(|| ckptdb_load(&db, false))
+            }),
             ("ckptdb checked", &mut || timed(|| ckptdb_load(&db, true))),
         ],
     );
@@ -241,7 +243,10 @@ fn main() {
     let small = || -> Vec<Vec<u8>> { (0..small_n as u64).map(|i| tensor_bytes(4096, i)).collect() };
     let large = || -> Vec<Vec<u8>> { (0..16).map(|i| tensor_bytes(large_len, i)).collect() };
     if "read_small".contains(filter.as_str()) {
-        read_case("read_small: open, view each of 10,000 x 4 KiB, sum", &small());
+        read_case(
+            "read_small: open, view each of 10,000 x 4 KiB, sum",
+            &small(),
+        );
     }
     if "read_large".contains(filter.as_str()) {
         read_case("read_large: open, view each of 16 x 64 MiB, sum", &large());
