@@ -61,6 +61,7 @@ pub(crate) struct ReplayTableState {
 pub(crate) struct Manifest {
     pub step: u64,
     pub time_ms: u64,
+    #[serde(deserialize_with = "sorted_map")]
     pub entries: BTreeMap<String, EntryRef>,
     pub metrics: BTreeMap<String, f64>,
     pub replay: BTreeMap<String, ReplayTableState>,
@@ -242,6 +243,39 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Manifest, postcard::Error> {
         postcard::from_bytes(bytes)
     }
+}
+
+/// Decodes a map that was encoded from a `BTreeMap`, so its keys arrive in
+/// order: collecting them and building the tree in one pass costs a fraction
+/// of inserting them one by one (a search and key comparisons each), which
+/// was most of decoding the manifest of a step with many entries. Keys out
+/// of order (a damaged record that still decodes) are sorted, as inserting
+/// would have; of two equal keys the later wins, as with inserting.
+fn sorted_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Pairs<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Pairs<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            // The hint comes from the input: cap it so a damaged length
+            // cannot make a huge allocation.
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(pair) = map.next_entry::<String, V>()? {
+                pairs.push(pair);
+            }
+            Ok(BTreeMap::from_iter(pairs))
+        }
+    }
+    d.deserialize_map(Pairs(std::marker::PhantomData))
 }
 
 /// Milliseconds since the Unix epoch.

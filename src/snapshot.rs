@@ -164,18 +164,24 @@ impl Snapshot {
     }
 
     fn entry_ref(&self, key: &str) -> Result<&EntryRef> {
+        self.manifest
+            .entries
+            .get(key)
+            .ok_or_else(|| self.missing(key))
+    }
+
+    /// The error for a lookup of `key` that missed.
+    fn missing(&self, key: &str) -> Error {
         // A key no step could hold (`../etc`) is a bad argument, not a
         // missing entry: say so, as a put of it would. Only on a miss, so
         // reading a stored key costs no validation.
-        self.manifest.entries.get(key).ok_or_else(|| {
-            if let Err(e) = crate::key::validate_key(key) {
-                return e;
-            }
-            Error::KeyNotFound {
-                step: self.manifest.step,
-                key: key.to_owned(),
-            }
-        })
+        if let Err(e) = crate::key::validate_key(key) {
+            return e;
+        }
+        Error::KeyNotFound {
+            step: self.manifest.step,
+            key: key.to_owned(),
+        }
     }
 
     fn info_of(key: &str, e: &EntryRef) -> EntryInfo {
@@ -242,7 +248,12 @@ impl Snapshot {
     /// The tensor under `key`: a handle that knows dtype and shape and reads
     /// the payload only when asked.
     pub fn tensor(&self, key: &str) -> Result<Tensor<'_>> {
-        let e = self.entry_ref(key)?;
+        // One lookup for both the entry and the stored key the handle
+        // borrows (a lookup is most of what a handle of a small tensor
+        // costs).
+        let Some((key, e)) = self.manifest.entries.get_key_value(key) else {
+            return Err(self.missing(key));
+        };
         self.expect_kind(key, e, Kind::Tensor)?;
         let dtype = e.dtype.ok_or_else(|| {
             Error::corruption(
@@ -253,12 +264,7 @@ impl Snapshot {
         })?;
         Ok(Tensor {
             snap: self,
-            key: self
-                .manifest
-                .entries
-                .get_key_value(key)
-                .map(|(k, _)| k.as_str())
-                .unwrap_or_default(),
+            key: key.as_str(),
             dtype,
             entry: e,
         })
@@ -392,19 +398,26 @@ impl<'s> Tensor<'s> {
         self.cast(self.bytes_unverified()?)
     }
 
-    fn dims(&self) -> Result<Vec<usize>> {
-        self.entry
-            .shape
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| Error::invalid("dimension too large for this platform"))
-            })
-            .collect()
-    }
-
     fn view_of<T: Element>(&self, slice: &'s [T]) -> Result<ArrayViewD<'s, T>> {
-        ArrayViewD::from_shape(IxDyn(&self.dims()?), slice).map_err(|_| Error::ShapeMismatch {
+        let shape = &self.entry.shape;
+        let too_large = || Error::invalid("dimension too large for this platform");
+        // `IxDyn` keeps up to four dimensions inline; building it from a
+        // stack array instead of a collected `Vec` saves an allocation per
+        // view, which is a good part of a small tensor's view.
+        let dim = if shape.len() <= 4 {
+            let mut d = [0usize; 4];
+            for (d, &s) in d.iter_mut().zip(shape) {
+                *d = usize::try_from(s).map_err(|_| too_large())?;
+            }
+            IxDyn(&d[..shape.len()])
+        } else {
+            let d: Vec<usize> = shape
+                .iter()
+                .map(|&s| usize::try_from(s).map_err(|_| too_large()))
+                .collect::<Result<_>>()?;
+            IxDyn(&d)
+        };
+        ArrayViewD::from_shape(dim, slice).map_err(|_| Error::ShapeMismatch {
             what: self.key.to_owned(),
             expected: self.entry.shape.clone(),
             actual: vec![slice.len() as u64],

@@ -331,7 +331,11 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
 /// megabyte at a time instead of one system call each.
 struct Window {
     at: u64,
+    /// Reused across refills: zeroing a fresh megabyte on every refill cost
+    /// more than reading it (`buf` is initialised once, when it grows).
     buf: Vec<u8>,
+    /// Bytes of `buf` the last refill read.
+    valid: usize,
     /// Bytes read per refill (at least what the caller asks for).
     read_ahead: usize,
 }
@@ -341,6 +345,7 @@ impl Default for Window {
         Window {
             at: 0,
             buf: Vec::new(),
+            valid: 0,
             read_ahead: 1 << 20,
         }
     }
@@ -356,14 +361,34 @@ impl Window {
     }
 
     fn get(&mut self, file: &File, path: &Path, off: u64, len: usize) -> Result<&[u8]> {
-        let inside = off >= self.at && off + len as u64 <= self.at + self.buf.len() as u64;
+        let inside = off >= self.at && off + len as u64 <= self.at + self.valid as u64;
         if !inside {
-            self.buf = read_at(file, path, off, self.read_ahead.max(len))?;
+            let want = self.read_ahead.max(len);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            self.valid = read_into(file, path, off, &mut self.buf[..want])?;
             self.at = off;
         }
         let s = (off - self.at) as usize;
-        Ok(&self.buf[s..(s + len).min(self.buf.len())])
+        Ok(&self.buf[s..(s + len).min(self.valid)])
     }
+}
+
+/// Fills `buf` from `offset`, or less if the file ends first; returns the
+/// bytes read.
+fn read_into(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(done)
 }
 
 /// The first 64-byte aligned offset in `[from, len)` that starts with the
@@ -500,19 +525,25 @@ fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()
         .filter(|e| e.at > after && e.at < root.at)
         .collect();
     tail.sort_by_key(|e| e.at);
-    let mut open: Option<(u64, File, u64, Window)> = None;
+    let mut open: Option<(u64, std::path::PathBuf, File, u64, Window)> = None;
     for e in tail {
-        let path = segment_path(log_dir, e.at.segment);
         if open.as_ref().is_none_or(|o| o.0 != e.at.segment) {
+            let path = segment_path(log_dir, e.at.segment);
             let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
             let len = file
                 .metadata()
                 .map_err(|err| Error::io("stat", &path, err))?
                 .len();
-            open = Some((e.at.segment, file, len, Window::default()));
+            // The previous segment's buffer is reused (it is already
+            // initialised), not what it holds.
+            let window = Window {
+                buf: open.take().map(|o| o.4.buf).unwrap_or_default(),
+                ..Window::default()
+            };
+            open = Some((e.at.segment, path, file, len, window));
         }
-        if let Some((_, file, len, window)) = open.as_mut() {
-            check_entry(window, file, *len, &path, e, validate == Validate::Tail)?;
+        if let Some((_, path, file, len, window)) = open.as_mut() {
+            check_entry(window, file, *len, path, e, validate == Validate::Tail)?;
         }
     }
     Ok(())
@@ -529,10 +560,9 @@ fn check_entry(
     payload: bool,
 ) -> Result<()> {
     let (header, _) = read_header_via(window, file, len, path, e.at.offset)?;
-    let path = path.to_owned();
     if header.key != e.stored_key || header.payload_len != e.len || header.payload_crc != e.crc {
         return Err(Error::corruption(
-            &path,
+            path,
             e.at.offset,
             "entry does not match its manifest",
         ));
@@ -546,9 +576,9 @@ fn check_entry(
     const CHUNK: u64 = 8 << 20;
     while off < end {
         let n = CHUNK.min(end - off) as usize;
-        let buf = read_at(file, &path, off, n)?;
+        let buf = read_at(file, path, off, n)?;
         if buf.len() != n {
-            return Err(Error::corruption(&path, e.at.offset, "payload cut short"));
+            return Err(Error::corruption(path, e.at.offset, "payload cut short"));
         }
         hasher.update(&buf);
         off += n as u64;
@@ -556,7 +586,7 @@ fn check_entry(
     let actual = hasher.finalize();
     if actual != e.crc {
         return Err(Error::ChecksumMismatch {
-            path,
+            path: path.to_owned(),
             offset: e.at.offset,
             key: e.stored_key.clone(),
             expected: e.crc,
