@@ -99,6 +99,7 @@ mod catalog;
 #[doc(hidden)]
 pub mod cli;
 mod db;
+pub mod distributed;
 mod dtype;
 mod error;
 pub mod format;
@@ -121,7 +122,7 @@ mod verify;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, LostCommits, Result};
+pub use error::{Error, LostCommits, Result, ShardProblem};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;
