@@ -309,7 +309,7 @@ impl RankDb {
         let store = Box::new(LocalStore::new(&root));
         let world_size = world_size_of(&root, store.as_ref(), Some(world_size))?;
         let db = Db::open(root.join(RANKS_DIR).join(rank.to_string()))?;
-        Ok(RankDb {
+        let rank_db = RankDb {
             global: Global {
                 root,
                 store,
@@ -317,7 +317,26 @@ impl RankDb {
             },
             rank,
             db,
-        })
+        };
+        rank_db.finish_published()?;
+        Ok(rank_db)
+    }
+
+    /// Finishes the global commits of steps this rank published but did
+    /// not see committed: a rank killed between publishing the last part
+    /// of a step and writing its commit record does it on restart.
+    fn finish_published(&self) -> Result<()> {
+        for s in self.global.step_folders()? {
+            if self.global.verdict(s)?.is_none() && self.global.part(s, self.rank)?.is_some() {
+                // Another step's shards may be bad; that is its writer's
+                // error to report, not a reason to refuse to open.
+                match self.global.try_commit(s) {
+                    Ok(_) | Err(Error::ShardLayout { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// This rank.
