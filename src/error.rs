@@ -166,6 +166,152 @@ pub enum Error {
     /// The derived catalog (`index.redb`) failed. The log is unaffected;
     /// reopening rebuilds the catalog.
     Catalog(Box<redb::Error>),
+    /// A multi-rank run was opened with another world size than the one
+    /// recorded when it was created.
+    WorldSizeMismatch {
+        /// The run's root directory.
+        root: PathBuf,
+        /// The world size the run was created with.
+        recorded: u32,
+        /// The world size given now.
+        given: u32,
+    },
+    /// The slices of a key in one global step do not form one tensor: the
+    /// step does not commit.
+    ShardLayout {
+        /// The global step.
+        step: u64,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        problem: ShardProblem,
+    },
+    /// A create-only record exists with other content than this process
+    /// would have written (a second writer of the same rank or step).
+    CommitConflict {
+        /// The record's name under the run's root.
+        record: String,
+        /// What differs.
+        reason: String,
+    },
+}
+
+/// Why the slices of a key do not form one global tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardProblem {
+    /// Offsets, slice shape and global shape have different ranks.
+    RankMismatch {
+        /// Dimensions of the global shape.
+        global: usize,
+        /// Number of offsets.
+        offsets: usize,
+        /// Dimensions of the slice.
+        shard: usize,
+    },
+    /// The slice reaches past the global shape.
+    OutOfBounds {
+        /// The slice's offsets.
+        offsets: Vec<u64>,
+        /// The slice's shape.
+        shape: Vec<u64>,
+    },
+    /// Two slices share elements.
+    Overlap {
+        /// The ranks holding them.
+        ranks: (u32, u32),
+    },
+    /// The slices leave elements of the global tensor uncovered.
+    Gap {
+        /// Elements covered.
+        covered: u64,
+        /// Elements of the global tensor.
+        total: u64,
+    },
+    /// A slice has another dtype than its siblings.
+    DtypeDiffers {
+        /// The dtype of the first slice.
+        first: DType,
+        /// The rank whose slice differs.
+        rank: u32,
+        /// Its dtype.
+        dtype: DType,
+    },
+    /// A slice names another global shape than its siblings.
+    GlobalShapeDiffers {
+        /// The global shape of the first slice.
+        first: Vec<u64>,
+        /// The rank whose slice differs.
+        rank: u32,
+        /// The global shape it names.
+        global_shape: Vec<u64>,
+    },
+    /// One rank put the key as a shard, another as a replicated tensor.
+    ReplicatedAndSharded,
+    /// Ranks put different contents under one replicated key.
+    ReplicasDiffer {
+        /// A rank whose copy differs from rank 0's (or the first's).
+        rank: u32,
+    },
+    /// A replicated key was put by other ranks but not by rank 0, which
+    /// stores replicated tensors.
+    ReplicaNotOnRankZero,
+    /// One rank put two slices of the key in one step.
+    DuplicateShard {
+        /// The rank.
+        rank: u32,
+    },
+}
+
+impl fmt::Display for ShardProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardProblem::RankMismatch {
+                global,
+                offsets,
+                shard,
+            } => write!(
+                f,
+                "global shape has {global} dimensions, offsets {offsets}, the slice {shard}"
+            ),
+            ShardProblem::OutOfBounds { offsets, shape } => write!(
+                f,
+                "slice at {offsets:?} of shape {shape:?} reaches past the global shape"
+            ),
+            ShardProblem::Overlap { ranks: (a, b) } => {
+                write!(f, "the slices of ranks {a} and {b} overlap")
+            }
+            ShardProblem::Gap { covered, total } => {
+                write!(f, "the slices cover {covered} of {total} elements (a gap)")
+            }
+            ShardProblem::DtypeDiffers { first, rank, dtype } => {
+                write!(f, "rank {rank} put {dtype}, another rank {first}")
+            }
+            ShardProblem::GlobalShapeDiffers {
+                first,
+                rank,
+                global_shape,
+            } => write!(
+                f,
+                "rank {rank} names global shape {global_shape:?}, another rank {first:?}"
+            ),
+            ShardProblem::ReplicatedAndSharded => {
+                f.write_str("put as a shard by one rank and as a replicated tensor by another")
+            }
+            ShardProblem::ReplicasDiffer { rank } => {
+                write!(
+                    f,
+                    "rank {rank}'s replicated copy differs from another rank's"
+                )
+            }
+            ShardProblem::ReplicaNotOnRankZero => {
+                f.write_str("replicated tensor not put by rank 0, which stores it")
+            }
+            ShardProblem::DuplicateShard { rank } => {
+                write!(f, "rank {rank} put two slices in one step")
+            }
+        }
+    }
 }
 
 /// Durable commits the log no longer holds, as far as the evidence tells
@@ -346,6 +492,21 @@ impl fmt::Display for Error {
             ),
             Error::LostCommits { path, lost } => f.write_str(&lost.explain(path)),
             Error::Catalog(e) => write!(f, "catalog error: {e}"),
+            Error::WorldSizeMismatch {
+                root,
+                recorded,
+                given,
+            } => write!(
+                f,
+                "{} was created for world size {recorded}, not {given}",
+                root.display()
+            ),
+            Error::ShardLayout { step, key, problem } => {
+                write!(f, "global step {step}, key {key:?}: {problem}")
+            }
+            Error::CommitConflict { record, reason } => {
+                write!(f, "record {record} exists with other content: {reason}")
+            }
         }
     }
 }

@@ -100,6 +100,7 @@ mod catalog;
 pub mod cli;
 mod compact;
 mod db;
+pub mod distributed;
 mod dtype;
 mod error;
 pub mod format;
@@ -124,7 +125,7 @@ mod writer;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, LostCommits, Result};
+pub use error::{Error, LostCommits, Result, ShardProblem};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;
