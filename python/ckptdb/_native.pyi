@@ -11,6 +11,9 @@ _Sample = Tuple[List[Tuple[str, _Bytes, str, List[int]]], npt.NDArray[np.uint64]
 
 def open(path: str, read_only: bool = False, segment_size: Optional[int] = None) -> NativeDb: ...
 def validate_key(key: str) -> None: ...
+def destroy(path: str) -> None: ...
+def _panic_for_tests(released_gil: bool) -> None:
+    """Test-only: panics inside the panic guard (raises InternalError)."""
 
 class MappedBytes:
     """Keeps a snapshot's maps alive; the base of every array read."""
