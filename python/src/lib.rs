@@ -472,39 +472,49 @@ fn write_step(
     ready: mpsc::SyncSender<Reply>,
     queue: mpsc::Receiver<(Cmd, mpsc::SyncSender<Reply>)>,
 ) {
-    let mut tx = match shielded(|| begin(&db, step, parent)) {
+    let last = run_step(&db, step, parent, ready, queue);
+    // The last reply goes out only once this thread holds no share of the
+    // database: a caller that closes its handle right after a commit can
+    // reopen the database at once.
+    drop(db);
+    if let Some((to, reply)) = last {
+        let _ = to.send(reply);
+    }
+}
+
+/// The body of [`write_step`]; returns the reply that ends the step, to be
+/// sent after the transaction and the database are dropped.
+fn run_step(
+    db: &Db,
+    step: u64,
+    parent: Parent,
+    ready: mpsc::SyncSender<Reply>,
+    queue: mpsc::Receiver<(Cmd, mpsc::SyncSender<Reply>)>,
+) -> Option<(mpsc::SyncSender<Reply>, Reply)> {
+    let mut tx = match shielded(|| begin(db, step, parent)) {
         Ok(Ok(tx)) => tx,
-        Ok(Err(e)) => {
-            let _ = ready.send(Ok(Err(e)));
-            return;
-        }
-        Err(p) => {
-            let _ = ready.send(Err(p));
-            return;
-        }
+        Ok(Err(e)) => return Some((ready, Ok(Err(e)))),
+        Err(p) => return Some((ready, Err(p))),
     };
     if ready.send(Ok(Ok(()))).is_err() {
-        return;
+        return None;
     }
     while let Ok((cmd, reply)) = queue.recv() {
-        let answer = match cmd {
-            Cmd::Commit => shielded(move || tx.commit().map(drop)),
-            Cmd::Abort => shielded(move || tx.abort()),
+        match cmd {
+            Cmd::Commit => return Some((reply, shielded(move || tx.commit().map(drop)))),
+            Cmd::Abort => return Some((reply, shielded(move || tx.abort()))),
             cmd => {
                 let answer = shielded(|| apply(&mut tx, cmd));
-                let panicked = answer.is_err();
-                let _ = reply.send(answer);
-                if panicked {
+                if answer.is_err() {
                     // The transaction's state is unknown after a panic:
                     // drop it (a rollback) rather than commit it.
-                    return;
+                    return Some((reply, answer));
                 }
-                continue;
+                let _ = reply.send(answer);
             }
-        };
-        let _ = reply.send(answer);
-        return;
+        }
     }
+    None
 }
 
 fn finished() -> PyErr {
@@ -927,8 +937,15 @@ impl NativeTable {
     /// Seconds each of `rounds` uniform samples of `n` rows takes inside
     /// Rust, without building Python objects: the baseline the binding's
     /// own overhead is measured against (`benches/python`).
-    fn time_sample_in_rust(&self, py: Python<'_>, n: usize, rounds: usize) -> PyResult<Vec<f64>> {
-        let mut rng = StdRng::seed_from_u64(0);
+    #[pyo3(signature = (n, rounds, seed=0))]
+    fn time_sample_in_rust(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        rounds: usize,
+        seed: u64,
+    ) -> PyResult<Vec<f64>> {
+        let mut rng = StdRng::seed_from_u64(seed);
         let table = &self.table;
         released(py, || {
             let t = lock(table);
