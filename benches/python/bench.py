@@ -227,12 +227,14 @@ def bench_replay(work, rounds):
     print(f"\n## replay push_batch of {batch} CartPole rows into a {capacity}-row table")
     print(f"  min {1 / min(push) / 1e6:.1f} M rows/s   median {1 / statistics.median(push) / 1e6:.1f} M rows/s")
 
+    # Each sample draws fresh random rows on both sides (a fixed seed would
+    # sample the same, cache-hot, rows every round).
     py_t, rust_t = [], []
-    for _ in range(rounds * 20):
+    for r in range(rounds * 200):
         start = time.perf_counter()
-        table.sample(256)
+        table.sample(256, seed=2 * r)
         py_t.append(time.perf_counter() - start)
-        rust_t.extend(table._n.time_sample_in_rust(256, 1))
+        rust_t.extend(table._n.time_sample_in_rust(256, 1, 2 * r + 1))
     print(f"\n## sample 256 from the full table into numpy arrays")
     print(f"  python  min {min(py_t) * 1e6:.1f} us   median {statistics.median(py_t) * 1e6:.1f} us")
     print(f"  rust    min {min(rust_t) * 1e6:.1f} us   median {statistics.median(rust_t) * 1e6:.1f} us")

@@ -36,6 +36,7 @@ from ._errors import (
     LockedError,
     MisalignedError,
     NotADatabaseError,
+    InternalError,
     InvalidFileError,
     LostCommitsError,
     NotFoundError,
@@ -50,6 +51,7 @@ from ._errors import (
 
 __all__ = [
     "open",
+    "destroy",
     "Db",
     "Snapshot",
     "Transaction",
@@ -82,6 +84,7 @@ __all__ = [
     "ClosedError",
     "UnsupportedDtypeError",
     "StateDictMismatchError",
+    "InternalError",
 ]
 
 PathLike = Union[str, "_os.PathLike[str]"]
@@ -105,6 +108,18 @@ def open(  # noqa: A001 - the natural name
     (bytes, default 1 GiB) is where the writer starts a new log file.
     """
     return Db(_native.open(_os.fspath(path), read_only, segment_size))
+
+
+def destroy(path: PathLike) -> None:
+    """Deletes the database at ``path`` and everything in it; nothing
+    happens if ``path`` does not exist.
+
+    ``LockedError`` while a writer (in this process or another) holds the
+    database; ``NotADatabaseError`` for a path that is not a ckptdb
+    directory or holds files a database does not consist of, in which case
+    nothing is removed.
+    """
+    _native.destroy(_os.fspath(path))
 
 
 class VerifyReport:
@@ -256,7 +271,12 @@ class Db:
 class Transaction:
     """One step being written; see :meth:`Db.begin_step`.
 
-    Arrays are copied when put, so the caller may change them right after.
+    An array is written into the log during the put, straight from its
+    buffer (no copy), so the step holds the bytes it had then and the
+    caller may change it right after. The step holds the database's writer
+    until it commits or aborts: in the same thread, beginning another step,
+    tagging, compacting or a manager's save meanwhile is an
+    ``InvalidArgumentError`` (it would wait forever); other threads wait.
     Nothing is visible to readers until :meth:`commit` returns, and then
     all of it is, durably.
     """

@@ -40,6 +40,20 @@ _TO_NUMPY = {v: k for k, v in _TO_CKPT.items()}
 
 def numpy_dtype(name: str) -> np.dtype:
     """The numpy dtype of a ckptdb dtype name (``"f32"``, ``"bf16"``, ...)."""
+    # Looked up on every array read and every sampled column: cached.
+    dt = _NUMPY_DTYPES.get(name)
+    if dt is not None:
+        return dt
+    dt = _numpy_dtype(name)
+    if name != "bf16" or _BF16 is not None:  # keep warning without ml_dtypes
+        _NUMPY_DTYPES[name] = dt
+    return dt
+
+
+_NUMPY_DTYPES: dict = {}
+
+
+def _numpy_dtype(name: str) -> np.dtype:
     if name == "bf16":
         if _BF16 is None:
             warnings.warn(
@@ -122,4 +136,4 @@ def to_bytes(a: np.ndarray, key: str):
 
 def from_bytes(raw: np.ndarray, dtype: str, shape) -> np.ndarray:
     """The array of ``dtype`` and ``shape`` over ``raw`` (no copy)."""
-    return raw.view(numpy_dtype(dtype)).reshape(tuple(shape))
+    return raw.view(numpy_dtype(dtype)).reshape(shape)

@@ -110,3 +110,9 @@ class StateDictMismatchError(Error, ValueError):
 
 class UnsupportedDtypeError(Error, TypeError):
     """The value has a dtype (or is an object) that ckptdb cannot store."""
+
+
+class InternalError(Error):
+    """A bug inside ckptdb (a Rust panic), caught before it could take the
+    interpreter down. The database handle stays usable for reads; reopen a
+    writer before writing again."""

@@ -78,3 +78,59 @@ impl<T> OrRaise<T> for ckptdb::Result<T> {
         self.map_err(raise)
     }
 }
+
+/// A Rust panic caught at the binding boundary, with its message.
+pub struct Panicked(String);
+
+impl Panicked {
+    fn of(payload: Box<dyn std::any::Any + Send>) -> Panicked {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Panicked(message)
+    }
+}
+
+impl From<Panicked> for PyErr {
+    // pyo3 would raise its own `PanicException`, which derives from
+    // `BaseException` and so escapes `except Exception` (and `except
+    // ckptdb.Error`); a panic is a bug of ckptdb, reported as one of its
+    // errors.
+    fn from(p: Panicked) -> PyErr {
+        Python::attach(|py| {
+            build(
+                py,
+                "InternalError",
+                format!(
+                    "internal error in ckptdb (a bug; please report it): {}",
+                    p.0
+                ),
+                None,
+            )
+        })
+    }
+}
+
+/// Runs `f`, turning a panic into [`Panicked`].
+pub fn shielded<R>(f: impl FnOnce() -> R) -> Result<R, Panicked> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(Panicked::of)
+}
+
+/// Runs `f` with the GIL released, turning a panic into [`Panicked`]: every
+/// call into the engine that may block (I/O, fsync, locks) goes through
+/// here.
+pub fn released<R, F>(py: Python<'_>, f: F) -> Result<R, Panicked>
+where
+    F: Send + FnOnce() -> R,
+    R: Send,
+{
+    py.detach(|| shielded(f))
+}
+
+impl<T> OrRaise<T> for Result<ckptdb::Result<T>, Panicked> {
+    fn or_raise(self) -> PyResult<T> {
+        self?.map_err(raise)
+    }
+}

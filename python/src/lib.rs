@@ -7,7 +7,8 @@
 //! or writes files runs with the GIL released.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::thread::ThreadId;
 
 use ckptdb::replay::{Batch, Field, ReplayOptions, ReplayTable, ReplayView, SampleIndex, Schema};
 use ckptdb::trainer::{CheckpointManager, CheckpointOptions, MetricMode, PendingStep};
@@ -23,7 +24,8 @@ use serde_json::value::RawValue;
 mod errors;
 mod zero_copy;
 
-use errors::{closed, OrRaise};
+use errors::{closed, released, shielded, OrRaise, Panicked};
+use zero_copy::LentBytes;
 
 fn dtype_of(name: &str) -> PyResult<DType> {
     DType::from_name(name)
@@ -126,13 +128,13 @@ impl NativeDb {
 
     fn latest(&self, py: Python<'_>) -> PyResult<Option<NativeSnapshot>> {
         let db = self.get()?;
-        let snap = py.detach(|| db.latest()).or_raise()?;
+        let snap = released(py, || db.latest()).or_raise()?;
         Ok(snap.map(NativeSnapshot::new))
     }
 
     fn snapshot(&self, py: Python<'_>, step: u64) -> PyResult<NativeSnapshot> {
         let db = self.get()?;
-        let snap = py.detach(|| db.snapshot(step)).or_raise()?;
+        let snap = released(py, || db.snapshot(step)).or_raise()?;
         Ok(NativeSnapshot::new(snap))
     }
 
@@ -156,12 +158,14 @@ impl NativeDb {
 
     fn tag(&self, py: Python<'_>, step: u64, name: &str) -> PyResult<()> {
         let db = self.get()?;
-        py.detach(|| db.tag(step, name)).or_raise()
+        no_open_tx(&db, "tagging")?;
+        released(py, || db.tag(step, name)).or_raise()
     }
 
     fn untag(&self, py: Python<'_>, name: &str) -> PyResult<u64> {
         let db = self.get()?;
-        py.detach(|| db.untag(name)).or_raise()
+        no_open_tx(&db, "untagging")?;
+        released(py, || db.untag(name)).or_raise()
     }
 
     fn tags(&self) -> PyResult<BTreeMap<String, u64>> {
@@ -174,12 +178,12 @@ impl NativeDb {
 
     fn refresh(&self, py: Python<'_>) -> PyResult<bool> {
         let db = self.get()?;
-        py.detach(|| db.refresh()).or_raise()
+        released(py, || db.refresh()).or_raise()
     }
 
     fn history(&self, py: Python<'_>, key: &str) -> PyResult<Vec<u64>> {
         let db = self.get()?;
-        py.detach(|| db.history(key)).or_raise()
+        released(py, || db.history(key)).or_raise()
     }
 
     /// Checks every live entry; returns (steps, entries, bytes, problems)
@@ -190,7 +194,7 @@ impl NativeDb {
         py: Python<'_>,
     ) -> PyResult<(usize, u64, u64, Vec<(String, Vec<u64>, String)>)> {
         let db = self.get()?;
-        let report = py.detach(|| db.verify_all(&mut |_, _| {})).or_raise()?;
+        let report = released(py, || db.verify_all(&mut |_, _| {})).or_raise()?;
         let problems = report
             .problems
             .into_iter()
@@ -202,36 +206,30 @@ impl NativeDb {
     /// Reclaims space; returns (bytes_before, bytes_after, segments_deleted).
     fn compact(&self, py: Python<'_>) -> PyResult<(u64, u64, usize)> {
         let db = self.get()?;
-        let s = py.detach(|| db.compact()).or_raise()?;
+        no_open_tx(&db, "compaction")?;
+        let s = released(py, || db.compact()).or_raise()?;
         Ok((s.bytes_before, s.bytes_after, s.segments_deleted))
     }
 
     fn disk_usage(&self, py: Python<'_>) -> PyResult<u64> {
         let db = self.get()?;
-        py.detach(|| db.disk_usage()).or_raise()
+        released(py, || db.disk_usage()).or_raise()
     }
 
     #[pyo3(signature = (step, parent=None))]
-    fn begin_step(&self, step: u64, parent: Option<&Bound<'_, PyAny>>) -> PyResult<NativeTx> {
+    fn begin_step(
+        &self,
+        py: Python<'_>,
+        step: u64,
+        parent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<NativeTx> {
         let db = self.get()?;
         if db.is_read_only() {
             return Err(ckptdb::Error::ReadOnly).or_raise();
         }
-        // Checked here so that the `with` statement fails before its body
-        // runs; the commit checks again under the writer lock.
-        if let Some(last) = db.last_committed_step() {
-            if step <= last {
-                return Err(ckptdb::Error::InvalidArgument(format!(
-                    "step {step} is not greater than the last committed step {last}"
-                )))
-                .or_raise();
-            }
-        }
-        Ok(NativeTx {
-            step,
-            parent: parent_of(parent)?,
-            open: Mutex::new(Some((db, Vec::new()))),
-        })
+        no_open_tx(&db, "beginning another step")?;
+        let parent = parent_of(parent)?;
+        NativeTx::begin(py, db, step, parent)
     }
 
     // The arguments are the Python keyword arguments.
@@ -248,19 +246,18 @@ impl NativeDb {
         at: Option<u64>,
     ) -> PyResult<NativeTable> {
         let db = self.get()?;
-        let schema = Schema::parse(schema).or_raise()?;
+        let schema = shielded(|| Schema::parse(schema)).or_raise()?;
         let mut options = ReplayOptions::new(capacity, page_size);
         if let Some(a) = alpha {
             options = options.prioritized(a);
         }
-        let cell = py
-            .detach(|| {
-                OwnedTable::try_new(db, |db| match at {
-                    Some(step) => db.replay_table_at(name, &schema, options, step),
-                    None => db.replay_table(name, &schema, options),
-                })
+        let cell = released(py, || {
+            OwnedTable::try_new(db, |db| match at {
+                Some(step) => db.replay_table_at(name, &schema, options, step),
+                None => db.replay_table(name, &schema, options),
             })
-            .or_raise()?;
+        })
+        .or_raise()?;
         Ok(NativeTable {
             table: Arc::new(Mutex::new(cell)),
             rng: Mutex::new(StdRng::seed_from_u64(rand::random())),
@@ -276,16 +273,36 @@ fn open(
     read_only: bool,
     segment_size: Option<u64>,
 ) -> PyResult<NativeDb> {
-    let db = py
-        .detach(|| match (read_only, segment_size) {
-            (true, _) => Db::open_read_only(&path),
-            (false, None) => Db::open(&path),
-            (false, Some(n)) => Db::open_with(&path, DbOptions::default().segment_size(n)),
-        })
-        .or_raise()?;
+    let db = released(py, || match (read_only, segment_size) {
+        (true, _) => Db::open_read_only(&path),
+        (false, None) => Db::open(&path),
+        (false, Some(n)) => Db::open_with(&path, DbOptions::default().segment_size(n)),
+    })
+    .or_raise()?;
     Ok(NativeDb {
         db: RwLock::new(Some(Arc::new(db))),
     })
+}
+
+/// Deletes the database at `path` (nothing if there is none); refuses a
+/// path that is not a database and a database another handle holds.
+#[pyfunction]
+fn destroy(py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    released(py, || Db::destroy(&path)).or_raise()
+}
+
+/// Panics inside the binding's panic guard, as an engine bug would: the
+/// test of the guard calls it (`_native._panic_for_tests`); not public API.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, released_gil: bool) -> PyResult<()> {
+    fn boom() -> ckptdb::Result<()> {
+        panic!("deliberate panic for the test of the panic guard")
+    }
+    if released_gil {
+        released(py, boom).or_raise()
+    } else {
+        shielded(boom).or_raise()
+    }
 }
 
 /// Whether `key` is a valid entry key; raises the engine's error if not.
@@ -294,17 +311,17 @@ fn validate_key(key: &str) -> PyResult<()> {
     ckptdb::validate_key(key).or_raise()
 }
 
-/// One operation of a transaction, replayed in order at commit.
-enum Op {
+/// What a transaction's writer thread is asked to do, in call order.
+enum Cmd {
     Tensor {
         key: String,
         dtype: DType,
         shape: Vec<u64>,
-        bytes: Vec<u8>,
+        bytes: LentBytes,
     },
     Blob {
         key: String,
-        bytes: Vec<u8>,
+        bytes: LentBytes,
     },
     Value {
         key: String,
@@ -316,27 +333,188 @@ enum Op {
     },
     Remove(String),
     Replay(Arc<Mutex<OwnedTable>>),
+    Commit,
+    Abort,
 }
 
-/// A step being built. Python keeps no borrow of the database between
-/// calls, so the puts are recorded (each array copied when it is put, as
-/// the Rust transaction would have written it then) and the whole step is
-/// written and committed in one call with the GIL released.
+/// The writer thread's answer to one command.
+type Reply = Result<ckptdb::Result<()>, Panicked>;
+
+type Commands = mpsc::Sender<(Cmd, mpsc::SyncSender<Reply>)>;
+
+/// The transactions open now, as (database, thread that began it, step):
+/// a call in that thread that needs the database's writer would wait for
+/// the transaction forever, so it fails instead (`no_open_tx`).
+static OPEN_TXS: Mutex<Vec<(usize, ThreadId, u64)>> = Mutex::new(Vec::new());
+
+fn db_id(db: &Arc<Db>) -> usize {
+    Arc::as_ptr(db) as usize
+}
+
+/// Fails if this thread holds an open transaction on `db`: `what` needs
+/// the writer that transaction holds until it commits or aborts.
+fn no_open_tx(db: &Arc<Db>, what: &str) -> PyResult<()> {
+    let me = std::thread::current().id();
+    let open = lock(&OPEN_TXS);
+    match open.iter().find(|(d, t, _)| *d == db_id(db) && *t == me) {
+        Some((_, _, step)) => Err(errors::invalid(format!(
+            "{what} needs the database's writer, which the open transaction of step \
+             {step} in this thread holds; commit or abort it first"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A step being written. The Rust transaction holds the database's writer
+/// lock, which must stay on one thread, so it lives on a thread of its own
+/// for as long as the step is open, and every call hands it one command
+/// and waits (with the GIL released) for it to be done. A tensor is
+/// written into the log during its `put_tensor` call, straight from the
+/// caller's buffer: no copy, and the step holds exactly the bytes the
+/// array had when it was put.
 #[pyclass(module = "ckptdb._native", frozen)]
 struct NativeTx {
     step: u64,
-    parent: Parent,
-    /// The database and the operations so far; taken by commit or abort,
-    /// so that a finished transaction holds no share of the database.
-    open: Mutex<Option<(Arc<Db>, Vec<Op>)>>,
+    db: usize,
+    thread: ThreadId,
+    /// The writer thread's queue; dropped by commit or abort (and by the
+    /// drop of an abandoned transaction, which the thread rolls back).
+    commands: Mutex<Option<Commands>>,
+}
+
+impl Drop for NativeTx {
+    fn drop(&mut self) {
+        self.unregister();
+    }
 }
 
 impl NativeTx {
-    fn push(&self, op: Op) -> PyResult<()> {
-        let mut open = lock(&self.open);
-        open.as_mut().ok_or_else(finished)?.1.push(op);
-        Ok(())
+    /// Starts the writer thread and the step on it; returns once the step
+    /// has begun (or failed to).
+    fn begin(py: Python<'_>, db: Arc<Db>, step: u64, parent: Parent) -> PyResult<NativeTx> {
+        let (commands, queue) = mpsc::channel::<(Cmd, mpsc::SyncSender<Reply>)>();
+        let (ready, begun) = mpsc::sync_channel::<Reply>(1);
+        let id = db_id(&db);
+        std::thread::Builder::new()
+            .name(format!("ckptdb step {step}"))
+            .spawn(move || write_step(db, step, parent, ready, queue))
+            .map_err(|e| errors::invalid(format!("cannot start the writer thread: {e}")))?;
+        settle(released(py, move || {
+            begun.recv().unwrap_or_else(|_| writer_gone())
+        }))?;
+        let thread = std::thread::current().id();
+        lock(&OPEN_TXS).push((id, thread, step));
+        Ok(NativeTx {
+            step,
+            db: id,
+            thread,
+            commands: Mutex::new(Some(commands)),
+        })
     }
+
+    /// Runs `cmd` on the writer thread and waits for it.
+    fn call(&self, py: Python<'_>, cmd: Cmd) -> PyResult<()> {
+        let commands = lock(&self.commands).clone().ok_or_else(finished)?;
+        Self::send(py, &commands, cmd)
+    }
+
+    fn send(py: Python<'_>, commands: &Commands, cmd: Cmd) -> PyResult<()> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        // Returns only once the thread has replied or is gone: either way
+        // it is done with any bytes `cmd` lends it.
+        settle(released(py, move || match commands.send((cmd, reply)) {
+            Ok(()) => answer.recv().unwrap_or_else(|_| writer_gone()),
+            Err(_) => writer_gone(),
+        }))
+    }
+
+    /// Takes the queue (no call can follow) and sends it `cmd`.
+    fn finish(&self, py: Python<'_>, cmd: Cmd) -> PyResult<()> {
+        let commands = lock(&self.commands).take().ok_or_else(finished)?;
+        self.unregister();
+        Self::send(py, &commands, cmd)
+    }
+
+    fn unregister(&self) {
+        let mut open = lock(&OPEN_TXS);
+        if let Some(i) = open
+            .iter()
+            .position(|&(d, t, s)| d == self.db && t == self.thread && s == self.step)
+        {
+            open.swap_remove(i);
+        }
+    }
+}
+
+/// The error of a call whose writer thread has stopped.
+fn errors_gone() -> ckptdb::Error {
+    ckptdb::Error::InvalidArgument(
+        "the transaction is no longer open: it was aborted after an internal error".into(),
+    )
+}
+
+fn writer_gone() -> Reply {
+    Ok(Err(errors_gone()))
+}
+
+/// The Python result of a writer thread's reply.
+fn settle(reply: Result<Reply, Panicked>) -> PyResult<()> {
+    reply??.or_raise()
+}
+
+/// The writer thread of one step: begins it, runs each command in order,
+/// and ends with the commit, the abort, or (when the transaction object is
+/// dropped unfinished) the rollback of the dropped Rust transaction.
+fn write_step(
+    db: Arc<Db>,
+    step: u64,
+    parent: Parent,
+    ready: mpsc::SyncSender<Reply>,
+    queue: mpsc::Receiver<(Cmd, mpsc::SyncSender<Reply>)>,
+) {
+    let last = run_step(&db, step, parent, ready, queue);
+    // The last reply goes out only once this thread holds no share of the
+    // database: a caller that closes its handle right after a commit can
+    // reopen the database at once.
+    drop(db);
+    if let Some((to, reply)) = last {
+        let _ = to.send(reply);
+    }
+}
+
+/// The body of [`write_step`]; returns the reply that ends the step, to be
+/// sent after the transaction and the database are dropped.
+fn run_step(
+    db: &Db,
+    step: u64,
+    parent: Parent,
+    ready: mpsc::SyncSender<Reply>,
+    queue: mpsc::Receiver<(Cmd, mpsc::SyncSender<Reply>)>,
+) -> Option<(mpsc::SyncSender<Reply>, Reply)> {
+    let mut tx = match shielded(|| begin(db, step, parent)) {
+        Ok(Ok(tx)) => tx,
+        Ok(Err(e)) => return Some((ready, Ok(Err(e)))),
+        Err(p) => return Some((ready, Err(p))),
+    };
+    if ready.send(Ok(Ok(()))).is_err() {
+        return None;
+    }
+    while let Ok((cmd, reply)) = queue.recv() {
+        match cmd {
+            Cmd::Commit => return Some((reply, shielded(move || tx.commit().map(drop)))),
+            Cmd::Abort => return Some((reply, shielded(move || tx.abort()))),
+            cmd => {
+                let answer = shielded(|| apply(&mut tx, cmd));
+                if answer.is_err() {
+                    // The transaction's state is unknown after a panic:
+                    // drop it (a rollback) rather than commit it.
+                    return Some((reply, answer));
+                }
+                let _ = reply.send(answer);
+            }
+        }
+    }
+    None
 }
 
 fn finished() -> PyErr {
@@ -354,27 +532,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn apply(tx: &mut StepTx<'_>, ops: &[Op]) -> ckptdb::Result<()> {
-    for op in ops {
-        match op {
-            Op::Tensor {
-                key,
-                dtype,
-                shape,
-                bytes,
-            } => tx.put_tensor_raw(key, *dtype, shape, bytes)?,
-            Op::Blob { key, bytes } => tx.put_blob(key, bytes)?,
-            Op::Value { key, json } => tx.put_value(key, json)?,
-            Op::Metric { name, value } => tx.put_metric(name, *value)?,
-            Op::Remove(key) => {
-                tx.remove(key);
-            }
-            Op::Replay(table) => {
-                lock(table).with_dependent_mut(|_, t| tx.put_replay(t))?;
-            }
+/// Runs one command (not commit or abort) on the open transaction; lent
+/// bytes are dropped before this returns.
+fn apply(tx: &mut StepTx<'_>, cmd: Cmd) -> ckptdb::Result<()> {
+    match cmd {
+        Cmd::Tensor {
+            key,
+            dtype,
+            shape,
+            bytes,
+        } => tx.put_tensor_raw(&key, dtype, &shape, bytes.as_slice()),
+        Cmd::Blob { key, bytes } => tx.put_blob(&key, bytes.as_slice()),
+        Cmd::Value { key, json } => tx.put_value(&key, &json),
+        Cmd::Metric { name, value } => tx.put_metric(&name, value),
+        Cmd::Remove(key) => {
+            tx.remove(&key);
+            Ok(())
         }
+        Cmd::Replay(table) => lock(&table).with_dependent_mut(|_, t| tx.put_replay(t)),
+        Cmd::Commit | Cmd::Abort => unreachable!("handled by write_step"),
     }
-    Ok(())
 }
 
 #[pymethods]
@@ -384,8 +561,10 @@ impl NativeTx {
         self.step
     }
 
+    /// Writes the tensor into the log now, from `data`'s buffer.
     fn put_tensor(
         &self,
+        py: Python<'_>,
         key: String,
         dtype: &str,
         shape: Vec<u64>,
@@ -393,70 +572,62 @@ impl NativeTx {
     ) -> PyResult<()> {
         check_key(&key)?;
         let dtype = dtype_of(dtype)?;
-        let bytes = data.as_slice()?.to_vec();
-        if shape.len() > ckptdb::format::MAX_RANK {
-            return Err(ckptdb::Error::InvalidArgument(format!(
-                "{key:?}: rank {} over the limit {}",
-                shape.len(),
-                ckptdb::format::MAX_RANK
-            )))
-            .or_raise();
-        }
-        self.push(Op::Tensor {
-            key,
-            dtype,
-            shape,
-            bytes,
+        let bytes = data.as_slice()?;
+        LentBytes::lend(bytes, |bytes| {
+            self.call(
+                py,
+                Cmd::Tensor {
+                    key,
+                    dtype,
+                    shape,
+                    bytes,
+                },
+            )
         })
     }
 
-    fn put_blob(&self, key: String, data: &[u8]) -> PyResult<()> {
+    fn put_blob(&self, py: Python<'_>, key: String, data: &[u8]) -> PyResult<()> {
         check_key(&key)?;
-        self.push(Op::Blob {
-            key,
-            bytes: data.to_vec(),
-        })
+        LentBytes::lend(data, |bytes| self.call(py, Cmd::Blob { key, bytes }))
     }
 
-    fn put_json(&self, key: String, json: String) -> PyResult<()> {
+    fn put_json(&self, py: Python<'_>, key: String, json: String) -> PyResult<()> {
         check_key(&key)?;
         let json = RawValue::from_string(json)
             .map_err(|e| errors::invalid(format!("{key:?} is not JSON: {e}")))?;
-        self.push(Op::Value { key, json })
+        self.call(py, Cmd::Value { key, json })
     }
 
-    fn put_metric(&self, name: String, value: f64) -> PyResult<()> {
-        self.push(Op::Metric { name, value })
+    fn put_metric(&self, py: Python<'_>, name: String, value: f64) -> PyResult<()> {
+        self.call(py, Cmd::Metric { name, value })
     }
 
-    fn remove(&self, key: String) -> PyResult<()> {
-        self.push(Op::Remove(key))
+    fn remove(&self, py: Python<'_>, key: String) -> PyResult<()> {
+        self.call(py, Cmd::Remove(key))
     }
 
-    fn put_replay(&self, table: &NativeTable) -> PyResult<()> {
-        self.push(Op::Replay(table.table.clone()))
+    fn put_replay(&self, py: Python<'_>, table: &NativeTable) -> PyResult<()> {
+        self.call(py, Cmd::Replay(table.table.clone()))
     }
 
-    /// Writes and commits the step; returns the step number.
+    /// Commits the step (durable when this returns); returns its number.
     fn commit(&self, py: Python<'_>) -> PyResult<u64> {
-        let (db, ops) = lock(&self.open).take().ok_or_else(finished)?;
-        let (step, parent) = (self.step, self.parent);
-        py.detach(|| {
-            let mut tx = begin(&db, step, parent)?;
-            apply(&mut tx, &ops)?;
-            tx.commit()
-        })
-        .or_raise()?;
-        Ok(step)
+        self.finish(py, Cmd::Commit)?;
+        Ok(self.step)
     }
 
-    fn abort(&self) {
-        lock(&self.open).take();
+    /// Rolls the step back: nothing of it stays in the log.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        if self.finished() {
+            // Aborting a finished transaction changes nothing.
+            return Ok(());
+        }
+        self.finish(py, Cmd::Abort)
     }
 
     #[getter]
     fn finished(&self) -> bool {
-        lock(&self.open).is_none()
+        lock(&self.commands).is_none()
     }
 }
 
@@ -529,7 +700,7 @@ impl NativeSnapshot {
 
     /// (kind, dtype or None, shape) of the entry under `key`.
     fn entry(&self, key: &str) -> PyResult<(String, Option<String>, Vec<u64>)> {
-        let e = self.snap.entry(key).or_raise()?;
+        let e = shielded(|| self.snap.entry(key)).or_raise()?;
         Ok((
             e.kind.name().to_owned(),
             e.dtype.map(|d| d.name().to_owned()),
@@ -545,20 +716,20 @@ impl NativeSnapshot {
     ) -> PyResult<(Bound<'py, PyArray1<u8>>, String, Vec<u64>)> {
         let py = slf.py();
         let snap = &slf.get().snap;
-        let t = snap.tensor(key).or_raise()?;
-        let bytes = py.detach(|| t.bytes()).or_raise()?;
+        let t = shielded(|| snap.tensor(key)).or_raise()?;
+        let bytes = released(py, || t.bytes()).or_raise()?;
         let array = zero_copy::borrow_bytes(slf, bytes)?;
         Ok((array, t.dtype().name().to_owned(), t.shape().to_vec()))
     }
 
     fn blob<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = py.detach(|| self.snap.blob(key)).or_raise()?;
+        let bytes = released(py, || self.snap.blob(key)).or_raise()?;
         Ok(PyBytes::new(py, bytes))
     }
 
     /// The JSON text of the value under `key`.
     fn json(&self, key: &str) -> PyResult<String> {
-        let raw: Box<RawValue> = self.snap.value(key).or_raise()?;
+        let raw: Box<RawValue> = shielded(|| self.snap.value(key)).or_raise()?;
         Ok(raw.get().to_owned())
     }
 
@@ -567,7 +738,7 @@ impl NativeSnapshot {
     }
 
     fn replay(&self, py: Python<'_>, name: &str) -> PyResult<NativeView> {
-        let view = py.detach(|| self.snap.replay(name)).or_raise()?;
+        let view = released(py, || self.snap.replay(name)).or_raise()?;
         Ok(NativeView {
             view,
             rng: Mutex::new(StdRng::seed_from_u64(rand::random())),
@@ -575,11 +746,11 @@ impl NativeSnapshot {
     }
 
     /// Checks every entry of the step; returns (key, message) per failure.
-    fn verify(&self, py: Python<'_>) -> Vec<(String, String)> {
-        py.detach(|| self.snap.verify())
+    fn verify(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+        Ok(released(py, || self.snap.verify())?
             .into_iter()
             .map(|(e, err)| (e.key, err.to_string()))
-            .collect()
+            .collect())
     }
 }
 
@@ -710,7 +881,7 @@ impl NativeTable {
             .map(|(((name, _, shape, _), &dtype), bytes)| Field::raw(name, dtype, shape, bytes))
             .collect();
         let table = &self.table;
-        py.detach(|| {
+        released(py, || {
             lock(table).with_dependent_mut(|_, t| {
                 if batched {
                     t.push_batch(&fields)
@@ -734,9 +905,10 @@ impl NativeTable {
         let how = how_of(distinct, beta)?;
         let mut rng = rng_for(seed, &self.rng);
         let table = &self.table;
-        let batch = py
-            .detach(|| lock(table).with_dependent(|_, t| sample_with!(t, &mut rng, n, how)))
-            .or_raise()?;
+        let batch = released(py, || {
+            lock(table).with_dependent(|_, t| sample_with!(t, &mut rng, n, how))
+        })
+        .or_raise()?;
         sample_out(py, &batch)
     }
 
@@ -756,17 +928,26 @@ impl NativeTable {
             })
             .collect();
         let table = &self.table;
-        py.detach(|| lock(table).with_dependent_mut(|_, t| t.update_priorities(&idx, &priorities)))
-            .or_raise()
+        released(py, || {
+            lock(table).with_dependent_mut(|_, t| t.update_priorities(&idx, &priorities))
+        })
+        .or_raise()
     }
 
     /// Seconds each of `rounds` uniform samples of `n` rows takes inside
     /// Rust, without building Python objects: the baseline the binding's
     /// own overhead is measured against (`benches/python`).
-    fn time_sample_in_rust(&self, py: Python<'_>, n: usize, rounds: usize) -> PyResult<Vec<f64>> {
-        let mut rng = StdRng::seed_from_u64(0);
+    #[pyo3(signature = (n, rounds, seed=0))]
+    fn time_sample_in_rust(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        rounds: usize,
+        seed: u64,
+    ) -> PyResult<Vec<f64>> {
+        let mut rng = StdRng::seed_from_u64(seed);
         let table = &self.table;
-        py.detach(|| {
+        released(py, || {
             let t = lock(table);
             let mut times = Vec::with_capacity(rounds);
             for _ in 0..rounds {
@@ -775,7 +956,7 @@ impl NativeTable {
                 std::hint::black_box(&batch);
                 times.push(start.elapsed().as_secs_f64());
             }
-            Ok(times)
+            Ok::<_, ckptdb::Error>(times)
         })
         .or_raise()
     }
@@ -835,9 +1016,7 @@ impl NativeView {
         let how = how_of(distinct, beta)?;
         let mut rng = rng_for(seed, &self.rng);
         let view = &self.view;
-        let batch = py
-            .detach(|| sample_with!(view, &mut rng, n, how))
-            .or_raise()?;
+        let batch = released(py, || sample_with!(view, &mut rng, n, how)).or_raise()?;
         sample_out(py, &batch)
     }
 
@@ -932,6 +1111,7 @@ impl NativeManager {
         metrics: Vec<(String, f64)>,
         tables: &Bound<'_, PyList>,
     ) -> PyResult<u64> {
+        no_open_tx(&self.db, "a save")?;
         let args = save_args(tensors, values, metrics, tables)?;
         let mut parts = Vec::with_capacity(args.tensors.len());
         for (key, dtype, shape, data) in &args.tensors {
@@ -943,25 +1123,24 @@ impl NativeManager {
             jsons.push((key.as_str(), raw_json(key, json)?));
         }
         let (metrics, tables) = (&args.metrics, &args.tables);
-        let info = py
-            .detach(|| {
-                self.manager.save(step, |tx| {
-                    for (key, dtype, shape, bytes) in &parts {
-                        tx.put_tensor_raw(key, *dtype, shape, bytes)?;
-                    }
-                    for (key, json) in &jsons {
-                        tx.put_value(key, json)?;
-                    }
-                    for (name, value) in metrics {
-                        tx.put_metric(name, *value)?;
-                    }
-                    for table in tables {
-                        lock(table).with_dependent_mut(|_, t| tx.put_replay(t))?;
-                    }
-                    Ok(())
-                })
+        let info = released(py, || {
+            self.manager.save(step, |tx| {
+                for (key, dtype, shape, bytes) in &parts {
+                    tx.put_tensor_raw(key, *dtype, shape, bytes)?;
+                }
+                for (key, json) in &jsons {
+                    tx.put_value(key, json)?;
+                }
+                for (name, value) in metrics {
+                    tx.put_metric(name, *value)?;
+                }
+                for table in tables {
+                    lock(table).with_dependent_mut(|_, t| tx.put_replay(t))?;
+                }
+                Ok(())
             })
-            .or_raise()?;
+        })
+        .or_raise()?;
         Ok(info.step)
     }
 
@@ -976,6 +1155,7 @@ impl NativeManager {
         metrics: Vec<(String, f64)>,
         tables: &Bound<'_, PyList>,
     ) -> PyResult<()> {
+        no_open_tx(&self.db, "a save")?;
         let args = save_args(tensors, values, metrics, tables)?;
         let mut pending = PendingStep::new();
         for (key, dtype, shape, data) in &args.tensors {
@@ -991,7 +1171,7 @@ impl NativeManager {
             pending.put_metric(name, *value).or_raise()?;
         }
         let tables = &args.tables;
-        py.detach(|| {
+        released(py, || {
             for table in tables {
                 lock(table).with_dependent_mut(|_, t| pending.put_replay(t))?;
             }
@@ -1001,7 +1181,8 @@ impl NativeManager {
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.manager.flush()).or_raise()
+        no_open_tx(&self.db, "a flush")?;
+        released(py, || self.manager.flush()).or_raise()
     }
 
     fn in_flight(&self) -> Option<u64> {
@@ -1009,21 +1190,22 @@ impl NativeManager {
     }
 
     fn tag(&self, py: Python<'_>, step: u64, name: &str) -> PyResult<()> {
-        py.detach(|| self.manager.tag(step, name)).or_raise()
+        no_open_tx(&self.db, "tagging")?;
+        released(py, || self.manager.tag(step, name)).or_raise()
     }
 
     fn restore_latest(&self, py: Python<'_>) -> PyResult<Option<NativeSnapshot>> {
-        let s = py.detach(|| self.manager.restore_latest()).or_raise()?;
+        let s = released(py, || self.manager.restore_latest()).or_raise()?;
         Ok(s.map(NativeSnapshot::new))
     }
 
     fn restore(&self, py: Python<'_>, step: u64) -> PyResult<NativeSnapshot> {
-        let s = py.detach(|| self.manager.restore(step)).or_raise()?;
+        let s = released(py, || self.manager.restore(step)).or_raise()?;
         Ok(NativeSnapshot::new(s))
     }
 
     fn restore_tag(&self, py: Python<'_>, name: &str) -> PyResult<NativeSnapshot> {
-        let s = py.detach(|| self.manager.restore_tag(name)).or_raise()?;
+        let s = released(py, || self.manager.restore_tag(name)).or_raise()?;
         Ok(NativeSnapshot::new(s))
     }
 
@@ -1034,12 +1216,11 @@ impl NativeManager {
         mode: Option<&str>,
     ) -> PyResult<Option<NativeSnapshot>> {
         let mode = mode.map(mode_of).transpose()?;
-        let s = py
-            .detach(|| match mode {
-                Some(m) => self.manager.restore_best_by(metric, m),
-                None => self.manager.restore_best(metric),
-            })
-            .or_raise()?;
+        let s = released(py, || match mode {
+            Some(m) => self.manager.restore_best_by(metric, m),
+            None => self.manager.restore_best(metric),
+        })
+        .or_raise()?;
         Ok(s.map(NativeSnapshot::new))
     }
 
@@ -1060,6 +1241,8 @@ fn raw_json(key: &str, json: &str) -> PyResult<Box<RawValue>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(validate_key, m)?)?;
+    m.add_function(wrap_pyfunction!(destroy, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_class::<NativeDb>()?;
     m.add_class::<NativeTx>()?;
     m.add_class::<NativeSnapshot>()?;

@@ -56,3 +56,45 @@ pub fn borrow_bytes<'py>(
     array.call_method1("setflags", (false,))?;
     Ok(array)
 }
+
+/// A caller's bytes lent to the transaction's writer thread for the length
+/// of one call (see `NativeTx`): the put is written into the log straight
+/// from the caller's buffer, with no copy.
+pub struct LentBytes {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a `LentBytes` is only a pointer and a length; it is sent to one
+// writer thread, which reads through it while the lending call waits (see
+// `LentBytes::lend`).
+unsafe impl Send for LentBytes {}
+
+impl LentBytes {
+    /// Lends `bytes` to `f`, which sends the `LentBytes` to the writer
+    /// thread and must not return before that thread has replied that it
+    /// is done with them (dropped the `LentBytes` or its slice).
+    ///
+    /// The caller holds `bytes` borrowed (from a numpy array held by a
+    /// `PyReadonlyArray`, which keeps the array alive and registers the
+    /// borrow with rust-numpy) for the whole of `f`, so the memory stays
+    /// valid for as long as the writer thread can read it.
+    pub fn lend<R>(bytes: &[u8], f: impl FnOnce(LentBytes) -> R) -> R {
+        f(LentBytes {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        })
+    }
+
+    /// The lent bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: by the contract of `lend`, the lender's borrow of these
+        // bytes outlasts every use of this `LentBytes`, and the slice
+        // returned here borrows `self`, so it cannot outlive it either.
+        // Nothing writes through the pointer; another Python thread that
+        // writes to the array meanwhile races as it would with any numpy
+        // operation that releases the GIL, and only changes which bytes
+        // are stored, never memory safety of this read of plain bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}

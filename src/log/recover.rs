@@ -313,6 +313,15 @@ fn last_root_in(file: &File, path: &Path, id: u64, start: u64) -> Result<Option<
             }
         };
         last_seq = Some(header.seq);
+        // The next header is at `end`: read ahead from there only after a
+        // small entry (runs of small entries share one read); after a
+        // large one, a read-ahead would mostly read payload bytes of
+        // whatever follows.
+        window.read_ahead = if header.entry_size() < Window::default().read_ahead as u64 {
+            Window::default().read_ahead
+        } else {
+            0
+        };
         if header.kind == Kind::Commit {
             let at = Location {
                 segment: id,
@@ -526,7 +535,7 @@ fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()
         .collect();
     tail.sort_by_key(|e| e.at);
     let mut open: Option<(u64, std::path::PathBuf, File, u64, Window)> = None;
-    for e in tail {
+    for (i, &e) in tail.iter().enumerate() {
         if open.as_ref().is_none_or(|o| o.0 != e.at.segment) {
             let path = segment_path(log_dir, e.at.segment);
             let file = File::open(&path).map_err(|err| Error::io("open", &path, err))?;
@@ -543,6 +552,19 @@ fn check_tail(log_dir: &Path, root: &FoundRoot, validate: Validate) -> Result<()
             open = Some((e.at.segment, path, file, len, window));
         }
         if let Some((_, path, file, len, window)) = open.as_mut() {
+            // Read ahead only when the next header lies within the window:
+            // past a large payload, a read-ahead reads payload bytes that a
+            // header check never looks at (16 MiB per open for 16 tensors
+            // of 64 MiB).
+            let next_near = tail.get(i + 1).is_some_and(|n| {
+                n.at.segment == e.at.segment
+                    && n.at.offset - e.at.offset < Window::default().read_ahead as u64
+            });
+            window.read_ahead = if next_near {
+                Window::default().read_ahead
+            } else {
+                0
+            };
             check_entry(window, file, *len, path, e, validate == Validate::Tail)?;
         }
     }
