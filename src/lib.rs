@@ -110,6 +110,8 @@ mod key;
 mod log;
 mod mmap;
 mod record;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod replay;
 pub mod report;
 mod snapshot;
@@ -121,7 +123,7 @@ mod verify;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, LostCommits, Result};
+pub use error::{Error, LostCommits, RemoteErrorKind, Result};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;
