@@ -278,6 +278,7 @@ impl fmt::Display for RemoteErrorKind {
 }
 
 impl Error {
+    #[cfg(feature = "s3")]
     pub(crate) fn remote(kind: RemoteErrorKind, what: impl Into<String>) -> Error {
         Error::Remote {
             kind,
