@@ -194,6 +194,15 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// An operation on a remote object store (`s3://…`) failed.
+    Remote {
+        /// What kind of failure, for callers that handle some kinds.
+        kind: RemoteErrorKind,
+        /// What was being done, and on which location.
+        what: String,
+        /// The object-store client's error, where there is one.
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
 }
 
 /// Why the slices of a key do not form one global tensor.
@@ -370,7 +379,60 @@ impl LostCommits {
     }
 }
 
+/// The kinds of [`Error::Remote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// The location is not of the form `s3://bucket[/prefix]`.
+    InvalidUrl,
+    /// The bucket does not exist.
+    BucketNotFound,
+    /// No credentials were given, or the store refused them.
+    Credentials,
+    /// The endpoint could not be reached (refused, timed out) within the
+    /// retry budget.
+    Unreachable,
+    /// A create-only root object already exists: another writer owns that
+    /// generation.
+    Conflict,
+    /// The location holds no database (no root object), or an object a
+    /// root names is missing.
+    NotFound,
+    /// A remote object does not have the structure or checksum it must.
+    Corrupt,
+    /// The local database and the remote copy hold different bytes for the
+    /// same segment range, so neither is a prefix of the other.
+    Diverged,
+    /// Any other failure of the object store.
+    Other,
+}
+
+impl fmt::Display for RemoteErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteErrorKind::InvalidUrl => "invalid location",
+            RemoteErrorKind::BucketNotFound => "bucket not found",
+            RemoteErrorKind::Credentials => "credentials error",
+            RemoteErrorKind::Unreachable => "endpoint unreachable",
+            RemoteErrorKind::Conflict => "create-only conflict",
+            RemoteErrorKind::NotFound => "not found",
+            RemoteErrorKind::Corrupt => "corrupt object",
+            RemoteErrorKind::Diverged => "diverged from local database",
+            RemoteErrorKind::Other => "object store error",
+        })
+    }
+}
+
 impl Error {
+    #[cfg(feature = "s3")]
+    pub(crate) fn remote(kind: RemoteErrorKind, what: impl Into<String>) -> Error {
+        Error::Remote {
+            kind,
+            what: what.into(),
+            source: None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {
             op,
@@ -507,6 +569,13 @@ impl fmt::Display for Error {
             Error::CommitConflict { record, reason } => {
                 write!(f, "record {record} exists with other content: {reason}")
             }
+            Error::Remote { kind, what, source } => {
+                write!(f, "remote {kind}: {what}")?;
+                match source {
+                    Some(e) => write!(f, ": {e}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -517,6 +586,9 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             Error::Value { source, .. } => Some(source),
             Error::Catalog(e) => Some(e.as_ref()),
+            Error::Remote {
+                source: Some(e), ..
+            } => Some(e.as_ref()),
             _ => None,
         }
     }

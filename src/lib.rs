@@ -112,6 +112,8 @@ mod key;
 mod log;
 mod mmap;
 mod record;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod replay;
 pub mod report;
 mod snapshot;
@@ -125,7 +127,7 @@ mod writer;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, LostCommits, Result, ShardProblem};
+pub use error::{Error, LostCommits, RemoteErrorKind, Result, ShardProblem};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;

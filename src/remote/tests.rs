@@ -1,0 +1,234 @@
+//! The remote code paths against an in-memory store wrapped in
+//! [`FaultStore`]: failed, slow and duplicated uploads, a create-only race
+//! for one generation, and retention of remote objects.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+use super::fault::FaultStore;
+use super::{layout, Remote};
+use crate::error::{Error, RemoteErrorKind};
+use crate::{Db, DbOptions};
+
+const URL: &str = "s3://unit-test/run";
+
+fn write_steps(dir: &Path, steps: std::ops::Range<u64>) {
+    let db = Db::open_with(dir, DbOptions::default().segment_size(32 << 10)).unwrap();
+    for step in steps {
+        let mut tx = db.begin_step(step).unwrap();
+        let bytes: Vec<u8> = (0..12_000u32)
+            .map(|i| (i as u64 * 31 + step * 7) as u8)
+            .collect();
+        tx.put_blob("state", &bytes).unwrap();
+        tx.put_metric("loss", step as f64).unwrap();
+        tx.commit().unwrap();
+    }
+}
+
+/// Every entry of every live step, as bytes.
+fn contents(db: &Db) -> Vec<(u64, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for step in db.steps() {
+        let snap = db.snapshot(step).unwrap();
+        for e in snap.entries() {
+            out.push((
+                step,
+                e.key.clone(),
+                snap.raw_bytes(&e.key).unwrap().to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+fn kind(e: &Error) -> RemoteErrorKind {
+    match e {
+        Error::Remote { kind, .. } => *kind,
+        other => panic!("not a remote error: {other:?}"),
+    }
+}
+
+fn objects(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut v: Vec<String> = rt
+        .block_on(store.list(None).try_collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn setup() -> (Arc<dyn ObjectStore>, Arc<FaultStore>, Remote) {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fault = Arc::new(FaultStore::new(inner.clone()));
+    let remote = Remote::with_store(fault.clone(), URL).unwrap();
+    (inner, fault, remote)
+}
+
+#[test]
+fn a_failed_upload_surfaces_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    write_steps(&db_dir, 0..4);
+    let (_inner, fault, remote) = setup();
+    remote.push(&db_dir).unwrap();
+    write_steps(&db_dir, 4..8);
+    for needle in [".piece", "roots/"] {
+        fault.fail_puts_containing(Some(needle));
+        let e = remote.push(&db_dir).unwrap_err();
+        assert_eq!(kind(&e), RemoteErrorKind::Other, "{e}");
+        assert!(e.to_string().contains("injected failure"), "{e}");
+        // The remote still shows the first push, complete.
+        let root = remote.newest_root().unwrap().unwrap();
+        assert_eq!((root.generation, root.latest_step), (1, Some(3)));
+    }
+    fault.fail_puts_containing(None);
+    // One transient failure: the push fails once and the next one works.
+    fault.fail_next_puts(1);
+    assert!(remote.push(&db_dir).is_err());
+    let pushed = remote.push(&db_dir).unwrap();
+    assert_eq!(pushed.generation, 2);
+    let cache = tmp.path().join("cache");
+    let db = remote.open_db(&cache).unwrap();
+    assert_eq!(
+        contents(&db),
+        contents(&Db::open_read_only(&db_dir).unwrap())
+    );
+    assert!(fault.failed_puts() >= 3);
+}
+
+#[test]
+fn slow_and_duplicated_uploads_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    write_steps(&db_dir, 0..5);
+    let (_inner, fault, remote) = setup();
+    fault.put_delay(Duration::from_millis(20));
+    fault.duplicate_puts(true);
+    remote.push(&db_dir).unwrap();
+    let db = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        contents(&db),
+        contents(&Db::open_read_only(&db_dir).unwrap())
+    );
+    assert_eq!(
+        remote.bytes_fetched(),
+        remote.newest_root().unwrap().unwrap().total_bytes()
+    );
+}
+
+#[test]
+fn two_writers_racing_for_a_generation_one_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.ckpt"), tmp.path().join("b.ckpt"));
+    write_steps(&a, 0..3);
+    write_steps(&b, 50..53);
+    let (inner, _fault, remote_a) = setup();
+    // Writer b has not seen a's root: it computes the same generation.
+    let stale = Arc::new(FaultStore::new(inner.clone()));
+    stale.stale_listing(true);
+    let remote_b = Remote::with_store(stale.clone(), URL).unwrap();
+    remote_a.push(&a).unwrap();
+    let e = remote_b.push(&b).unwrap_err();
+    assert_eq!(kind(&e), RemoteErrorKind::Conflict, "{e}");
+    let puts_after_conflict = stale.puts();
+    // The winner's generation is intact and reads back as a's database.
+    let root = remote_a.newest_root().unwrap().unwrap();
+    assert_eq!((root.generation, root.latest_step), (1, Some(2)));
+    let db = remote_a.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(contents(&db), contents(&Db::open_read_only(&a).unwrap()));
+    assert_eq!(
+        stale.puts(),
+        puts_after_conflict,
+        "the loser wrote nothing more"
+    );
+    // b's pieces are garbage no root names; the winner's next push
+    // deletes them.
+    let pushed = remote_a.push(&a).unwrap();
+    assert!(pushed.objects_deleted > 0);
+    let named: Vec<String> = [1, 2]
+        .into_iter()
+        .flat_map(|g| remote_a.read_root(g).unwrap().segments)
+        .flat_map(|s| {
+            s.pieces
+                .iter()
+                .map(|p| format!("run/{}", layout::piece_name(s.number, p)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for o in objects(&inner) {
+        assert!(
+            o.contains("/roots/") || named.contains(&o),
+            "unnamed object {o} left"
+        );
+    }
+}
+
+#[test]
+fn retention_deletes_only_objects_no_kept_root_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    write_steps(&db_dir, 0..10);
+    let (inner, _fault, remote) = setup();
+    remote.push(&db_dir).unwrap();
+    let first = remote.newest_root().unwrap().unwrap();
+    {
+        let db = Db::open_with(&db_dir, DbOptions::default().segment_size(32 << 10)).unwrap();
+        let mut tx = db.begin_step(10).unwrap();
+        for s in 0..9 {
+            tx.drop_step(s).unwrap();
+        }
+        tx.put_metric("loss", 10.0).unwrap();
+        tx.commit().unwrap();
+        db.compact().unwrap();
+    }
+    let local_numbers: Vec<u64> = super::local_segments(&db_dir.join("log"))
+        .unwrap()
+        .into_keys()
+        .collect();
+    let dropped: Vec<u64> = first
+        .segments
+        .iter()
+        .map(|s| s.number)
+        .filter(|n| !local_numbers.contains(n))
+        .collect();
+    assert!(!dropped.is_empty(), "compaction reclaimed no segment");
+    remote.push(&db_dir).unwrap();
+    // The first root is still kept (the newest two are), so its pieces stay.
+    let piece_of = |n: u64| format!("run/segments/{n:020}/");
+    let objs = objects(&inner);
+    assert!(dropped
+        .iter()
+        .all(|&n| objs.iter().any(|o| o.starts_with(&piece_of(n)))));
+    let third = remote.push(&db_dir).unwrap();
+    assert_eq!(third.generation, 3);
+    let objs = objects(&inner);
+    for &n in &dropped {
+        assert!(
+            !objs.iter().any(|o| o.starts_with(&piece_of(n))),
+            "segment {n} still remote"
+        );
+    }
+    let newest = remote.newest_root().unwrap().unwrap();
+    for s in &newest.segments {
+        for p in &s.pieces {
+            assert!(objs.contains(&format!("run/{}", layout::piece_name(s.number, p))));
+        }
+    }
+    assert!(!objs.contains(&format!("run/{}", layout::root_name(1))));
+    let db = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(db.steps(), vec![9, 10]);
+    assert_eq!(
+        contents(&db),
+        contents(&Db::open_read_only(&db_dir).unwrap())
+    );
+}
