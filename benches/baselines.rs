@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use ckptdb::{DType, Db};
 
+mod support;
+use support::{scale, scratch, tensor_bytes};
+
 const MIB: usize = 1 << 20;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -36,23 +39,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn scale() -> f64 {
-    env_or("CKPTDB_BENCH_SCALE", 1.0)
-}
-
-fn tensor_bytes(len: usize, salt: u64) -> Vec<u8> {
-    let v: Vec<f32> = (0..len / 4)
-        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(salt) % 10007) as f32 * 1e-3)
-        .collect();
-    bytemuck::cast_slice(&v).to_vec()
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in(std::env::var("CKPTDB_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .or_else(|_| tempfile::tempdir())
-        .expect("scratch directory")
 }
 
 fn name_of(i: usize) -> String {

@@ -28,33 +28,14 @@ use std::time::{Duration, Instant};
 use ckptdb::{DType, Db};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 
-const MIB: usize = 1 << 20;
+mod support;
+use support::{scale, scratch, tensor_bytes};
 
-fn scale() -> f64 {
-    std::env::var("CKPTDB_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0)
-}
+const MIB: usize = 1 << 20;
 
 /// `n` bytes scaled, rounded to whole f32s (at least one).
 fn scaled(n: usize) -> usize {
     (((n as f64 * scale()) as usize) / 4).max(1) * 4
-}
-
-/// Deterministic tensor bytes; `salt` makes every call's content distinct
-/// so dedup never applies where a benchmark measures full writes.
-fn tensor_bytes(len: usize, salt: u64) -> Vec<u8> {
-    let v: Vec<f32> = (0..len / 4)
-        .map(|i| ((i as u64).wrapping_mul(2654435761).wrapping_add(salt) % 10007) as f32 * 1e-3)
-        .collect();
-    bytemuck::cast_slice(&v).to_vec()
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in(std::env::var("CKPTDB_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .or_else(|_| tempfile::tempdir())
-        .expect("scratch directory")
 }
 
 /// Runs `f` `iters` times, each in a fresh scratch directory, and returns
