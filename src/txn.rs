@@ -291,7 +291,7 @@ impl<'db> StepTx<'db> {
         // The same chunked crc the read side checks with: a large put hashes
         // on every core instead of one, and the combined crc is bit-for-bit
         // the single-pass one, so the format does not change.
-        let crc = crate::log::read::payload_crc32(payload);
+        let crc = crate::log::crc::payload_crc32(payload);
         if let Some(e) = self.find_duplicate(kind, dtype, &shape, payload, crc)? {
             return Ok(e);
         }
