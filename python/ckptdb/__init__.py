@@ -444,10 +444,11 @@ def _parse_schema(text: str) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
     return fields
 
 
-def _batch_dict(out, n_fields_only: bool = False) -> Dict[str, np.ndarray]:
-    columns, indices, weights = out
-    batch = {name: from_bytes(raw, dt, shape) for name, raw, dt, shape in columns}
-    batch["indices"] = indices.reshape(-1, 2)
+def _batch_dict(out) -> Dict[str, np.ndarray]:
+    batch, rest, indices, weights = out
+    for name, raw, dt, shape in rest:
+        batch[name] = from_bytes(raw, dt, shape)
+    batch["indices"] = indices
     if weights is not None:
         batch["weights"] = weights
     return batch
