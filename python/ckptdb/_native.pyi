@@ -7,7 +7,9 @@ import numpy.typing as npt
 
 _Bytes = npt.NDArray[np.uint8]
 _Columns = List[Tuple[str, str, List[int], _Bytes]]
-_Sample = Tuple[List[Tuple[str, _Bytes, str, List[int]]], npt.NDArray[np.uint64], Optional[npt.NDArray[np.float64]]]
+# (typed columns, bfloat16 columns as raw bytes, (n, 2) indices, weights)
+_Sample = Tuple[Dict[str, npt.NDArray], List[Tuple[str, _Bytes, str, List[int]]], npt.NDArray[np.uint64],
+                Optional[npt.NDArray[np.float64]]]
 
 def open(path: str, read_only: bool = False, segment_size: Optional[int] = None) -> NativeDb: ...
 def validate_key(key: str) -> None: ...
