@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::Element;
 
 /// Lanes of independent accumulators in the streaming loops.
-const LANES: usize = 8;
+pub const LANES: usize = 8;
 
 /// What one stored tensor holds, summarized.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -41,33 +41,94 @@ impl TensorSummary {
     }
 }
 
-/// Summarizes `xs` in one pass.
-pub fn summarize<T: Element>(xs: &[T]) -> TensorSummary {
-    let mut sq = [0f64; LANES];
-    let mut nan = [0u64; LANES];
-    let mut inf = [0u64; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            let v = c[i].to_f64();
-            let finite = v.is_finite();
-            sq[i] += if finite { v * v } else { 0.0 };
-            nan[i] += v.is_nan() as u64;
-            inf[i] += v.is_infinite() as u64;
+/// Running sums behind a [`TensorSummary`] and a change, fed block by block
+/// so a caller can stream several tensors side by side. Blocks whose length
+/// is a multiple of [`LANES`] (all but the last) leave every lane's order of
+/// additions the same as one pass over the whole tensor, so the result is
+/// bit-identical to [`summarize`] / [`summarize_change`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Accumulator {
+    elements: u64,
+    sq: [f64; LANES],
+    dsq: [f64; LANES],
+    nan: [u64; LANES],
+    inf: [u64; LANES],
+}
+
+impl Accumulator {
+    /// Adds the next block of a tensor.
+    pub fn add<T: Element>(&mut self, xs: &[T]) {
+        self.elements += xs.len() as u64;
+        let mut chunks = xs.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                self.value(i, c[i].to_f64());
+            }
+        }
+        for (i, x) in chunks.remainder().iter().enumerate() {
+            self.value(i, x.to_f64());
         }
     }
-    for (i, x) in chunks.remainder().iter().enumerate() {
-        let v = x.to_f64();
-        sq[i] += if v.is_finite() { v * v } else { 0.0 };
-        nan[i] += v.is_nan() as u64;
-        inf[i] += v.is_infinite() as u64;
+
+    /// Adds the next block of a tensor and of its previous version (same
+    /// length), for `Σ (cur − prev)²` over the pairs where both are finite.
+    pub fn add_change<T: Element>(&mut self, prev: &[T], cur: &[T]) {
+        debug_assert_eq!(prev.len(), cur.len());
+        self.elements += cur.len() as u64;
+        let mut pc = prev.chunks_exact(LANES);
+        let mut cc = cur.chunks_exact(LANES);
+        for (p, c) in (&mut pc).zip(&mut cc) {
+            for i in 0..LANES {
+                self.pair(i, p[i].to_f64(), c[i].to_f64());
+            }
+        }
+        for (i, (p, c)) in pc.remainder().iter().zip(cc.remainder()).enumerate() {
+            self.pair(i, p.to_f64(), c.to_f64());
+        }
     }
-    TensorSummary {
-        elements: xs.len() as u64,
-        nan: nan.iter().sum(),
-        inf: inf.iter().sum(),
-        sum_squares: sq.iter().sum(),
+
+    // Selects instead of branches, so the lanes stay a straight line of
+    // arithmetic the compiler can keep in vector registers.
+    #[inline(always)]
+    fn value(&mut self, i: usize, v: f64) {
+        let finite = v.is_finite();
+        self.sq[i] += if finite { v * v } else { 0.0 };
+        self.nan[i] += v.is_nan() as u64;
+        self.inf[i] += v.is_infinite() as u64;
     }
+
+    #[inline(always)]
+    fn pair(&mut self, i: usize, p: f64, v: f64) {
+        self.value(i, v);
+        let d = v - p;
+        self.dsq[i] += if v.is_finite() && p.is_finite() {
+            d * d
+        } else {
+            0.0
+        };
+    }
+
+    /// The summary of everything added.
+    pub fn summary(&self) -> TensorSummary {
+        TensorSummary {
+            elements: self.elements,
+            nan: self.nan.iter().sum(),
+            inf: self.inf.iter().sum(),
+            sum_squares: self.sq.iter().sum(),
+        }
+    }
+
+    /// `Σ (cur − prev)²` of everything added with [`Accumulator::add_change`].
+    pub fn delta_sum_squares(&self) -> f64 {
+        self.dsq.iter().sum()
+    }
+}
+
+/// Summarizes `xs` in one pass.
+pub fn summarize<T: Element>(xs: &[T]) -> TensorSummary {
+    let mut a = Accumulator::default();
+    a.add(xs);
+    a.summary()
 }
 
 /// `cur` summarized, and `Σ (cur − prev)²` over the element pairs where both
@@ -77,37 +138,9 @@ pub fn summarize_change<T: Element>(prev: &[T], cur: &[T]) -> (TensorSummary, Op
     if prev.len() != cur.len() {
         return (summarize(cur), None);
     }
-    let mut sq = [0f64; LANES];
-    let mut dsq = [0f64; LANES];
-    let mut nan = [0u64; LANES];
-    let mut inf = [0u64; LANES];
-    let mut step = |i: usize, p: f64, v: f64| {
-        let finite = v.is_finite();
-        sq[i] += if finite { v * v } else { 0.0 };
-        nan[i] += v.is_nan() as u64;
-        inf[i] += v.is_infinite() as u64;
-        let d = v - p;
-        dsq[i] += if finite && p.is_finite() { d * d } else { 0.0 };
-    };
-    let mut pc = prev.chunks_exact(LANES);
-    let mut cc = cur.chunks_exact(LANES);
-    for (p, c) in (&mut pc).zip(&mut cc) {
-        for i in 0..LANES {
-            step(i, p[i].to_f64(), c[i].to_f64());
-        }
-    }
-    for (i, (p, c)) in pc.remainder().iter().zip(cc.remainder()).enumerate() {
-        step(i, p.to_f64(), c.to_f64());
-    }
-    (
-        TensorSummary {
-            elements: cur.len() as u64,
-            nan: nan.iter().sum(),
-            inf: inf.iter().sum(),
-            sum_squares: sq.iter().sum(),
-        },
-        Some(dsq.iter().sum()),
-    )
+    let mut a = Accumulator::default();
+    a.add_change(prev, cur);
+    (a.summary(), Some(a.delta_sum_squares()))
 }
 
 /// `‖Δ‖ / ‖w_prev‖`: the relative change from the previous version, from
