@@ -689,6 +689,147 @@ fn histogram(values: &[f64], bins: usize) -> Vec<Bin> {
 mod tests {
     use super::*;
 
+    use crate::ndarray::Array1;
+
+    /// Longer than one block, and not a multiple of the lanes.
+    const LONG: usize = 3 * BLOCK_BYTES / 4 + 5;
+
+    fn long(seed: u32) -> Vec<f32> {
+        (0..LONG as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 10_007) as f32 * 1e-3 - 5.0)
+            .collect()
+    }
+
+    fn cell<'r>(r: &'r RunReport, key: &str, si: usize) -> Option<&'r Cell> {
+        r.keys.iter().find(|k| k.key == key).unwrap().cells[si].as_ref()
+    }
+
+    /// `a` changes, stays, comes back to an earlier version, changes shape
+    /// and disappears; `b` holds `a`'s contents (stored once, by dedup) at
+    /// every step. Every figure is the one-pass summary of the tensors
+    /// written here, bit for bit, however the blocks and jobs cut them.
+    #[test]
+    fn chained_versions_match_one_pass_figures_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("db")).unwrap();
+        let mut v1 = long(1);
+        v1[17] = f32::NAN;
+        v1[LONG - 1] = f32::NEG_INFINITY;
+        let v2 = long(2);
+        let short: Vec<f32> = (0..7).map(|i| i as f32).collect();
+        let steps: [Option<&[f32]>; 6] = [
+            Some(&v1),
+            Some(&v2),
+            Some(&v2),
+            Some(&v1),
+            Some(&short),
+            None,
+        ];
+        for (si, v) in steps.iter().enumerate() {
+            let mut tx = db.begin_step(si as u64 + 1).unwrap();
+            if let Some(v) = v {
+                for key in ["a", "b"] {
+                    tx.put_tensor(key, &Array1::from(v.to_vec())).unwrap();
+                }
+            }
+            tx.put_tensor("c", &Array1::from(vec![1u8; 3])).unwrap();
+            tx.commit().unwrap();
+        }
+        for threads in [1, 3] {
+            let r = db
+                .run_report(
+                    &ReportOptions {
+                        threads,
+                        ..Default::default()
+                    },
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            for key in ["a", "b"] {
+                for (si, v) in steps.iter().enumerate() {
+                    let c = cell(&r, key, si);
+                    let Some(v) = v else {
+                        assert!(c.is_none());
+                        continue;
+                    };
+                    let c = c.unwrap();
+                    assert_eq!(c.summary, summarize(v), "{key} at {si}");
+                    let prev = si.checked_sub(1).and_then(|p| steps[p]);
+                    let want = prev.filter(|p| p.len() == v.len()).map(|p| {
+                        let (_, d) = summarize_change(p, v);
+                        relative_change(d.unwrap(), &summarize(p))
+                    });
+                    assert_eq!(c.rel_change, want, "{key} at {si}");
+                }
+            }
+            assert_eq!(cell(&r, "a", 2).map(|c| c.shared), Some(true));
+            assert_eq!(cell(&r, "c", 3).unwrap().rel_change, Some(0.0));
+            // One summary per stored entry, however many cells show it.
+            let mut locations = std::collections::HashSet::new();
+            for step in 1..=steps.len() as u64 {
+                let snap = db.snapshot(step).unwrap();
+                for key in ["a", "b", "c"] {
+                    if let Ok(e) = snap.entry(key) {
+                        locations.insert(e.location);
+                    }
+                }
+            }
+            assert_eq!(r.entries_read, locations.len() as u64);
+            assert!(r.entries_read < 11, "{}", r.entries_read);
+            let first: Vec<_> = r
+                .first_bad
+                .iter()
+                .map(|f| (f.key.as_str(), f.step))
+                .collect();
+            assert_eq!(first, [("a", 1), ("b", 1)]);
+        }
+    }
+
+    /// A flipped payload byte fails the report with the checksum error a
+    /// checked read gives, though the bytes are hashed during the stats
+    /// pass rather than before it.
+    #[test]
+    fn a_corrupt_version_fails_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let marker = 1234.5677f32;
+        {
+            let db = Db::open(&path).unwrap();
+            for step in 1..=3u64 {
+                let mut tx = db.begin_step(step).unwrap();
+                let mut v = long(step as u32);
+                if step == 2 {
+                    v[LONG - 3] = marker;
+                }
+                tx.put_tensor("w", &Array1::from(v)).unwrap();
+                tx.commit().unwrap();
+            }
+        }
+        let mut flipped = 0;
+        let mut stack = vec![path.clone()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let mut bytes = std::fs::read(&p).unwrap();
+            if let Some(at) = bytes.windows(4).position(|w| w == marker.to_le_bytes()) {
+                bytes[at] ^= 1;
+                std::fs::write(&p, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+        assert_eq!(flipped, 1);
+        let db = Db::open(&path).unwrap();
+        let err = db
+            .run_report(&ReportOptions::default(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::Error::ChecksumMismatch { ref key, .. } if key == "w"),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn best_step_is_the_newest_highest() {
         let best = |points: &[(u64, f64)], mode| {

@@ -51,14 +51,18 @@ pub struct Accumulator {
     elements: u64,
     sq: [f64; LANES],
     dsq: [f64; LANES],
-    nan: [u64; LANES],
-    inf: [u64; LANES],
+    /// Non-finite elements per lane; NaN and Inf are told apart only in
+    /// the (rare) blocks that hold any, so the hot loop keeps one counter
+    /// per lane instead of two (two did not fit the vector registers).
+    bad: [u64; LANES],
+    nan: u64,
 }
 
 impl Accumulator {
     /// Adds the next block of a tensor.
     pub fn add<T: Element>(&mut self, xs: &[T]) {
         self.elements += xs.len() as u64;
+        let bad = self.bad_total();
         let mut chunks = xs.chunks_exact(LANES);
         for c in &mut chunks {
             for i in 0..LANES {
@@ -68,6 +72,17 @@ impl Accumulator {
         for (i, x) in chunks.remainder().iter().enumerate() {
             self.value(i, x.to_f64());
         }
+        if self.bad_total() != bad {
+            self.count_nan(xs);
+        }
+    }
+
+    fn bad_total(&self) -> u64 {
+        self.bad.iter().sum()
+    }
+
+    fn count_nan<T: Element>(&mut self, xs: &[T]) {
+        self.nan += xs.iter().filter(|x| x.to_f64().is_nan()).count() as u64;
     }
 
     /// Adds the next block of a tensor and of its previous version (same
@@ -75,6 +90,7 @@ impl Accumulator {
     pub fn add_change<T: Element>(&mut self, prev: &[T], cur: &[T]) {
         debug_assert_eq!(prev.len(), cur.len());
         self.elements += cur.len() as u64;
+        let bad = self.bad_total();
         let mut pc = prev.chunks_exact(LANES);
         let mut cc = cur.chunks_exact(LANES);
         for (p, c) in (&mut pc).zip(&mut cc) {
@@ -85,6 +101,9 @@ impl Accumulator {
         for (i, (p, c)) in pc.remainder().iter().zip(cc.remainder()).enumerate() {
             self.pair(i, p.to_f64(), c.to_f64());
         }
+        if self.bad_total() != bad {
+            self.count_nan(cur);
+        }
     }
 
     // Selects instead of branches, so the lanes stay a straight line of
@@ -93,8 +112,7 @@ impl Accumulator {
     fn value(&mut self, i: usize, v: f64) {
         let finite = v.is_finite();
         self.sq[i] += if finite { v * v } else { 0.0 };
-        self.nan[i] += v.is_nan() as u64;
-        self.inf[i] += v.is_infinite() as u64;
+        self.bad[i] += !finite as u64;
     }
 
     #[inline(always)]
@@ -112,8 +130,8 @@ impl Accumulator {
     pub fn summary(&self) -> TensorSummary {
         TensorSummary {
             elements: self.elements,
-            nan: self.nan.iter().sum(),
-            inf: self.inf.iter().sum(),
+            nan: self.nan,
+            inf: self.bad_total() - self.nan,
             sum_squares: self.sq.iter().sum(),
         }
     }
