@@ -32,6 +32,10 @@
 // `unsafe` is confined to `mmap`; every other module is forbid-clean.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// A library that promises a typed error for every bad input must not
+// panic on one: no `unwrap`/`expect` outside tests, except where an
+// invariant makes failure impossible and a comment says which.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 /// Calls `$body` with `$T` bound to the Rust element type of `$dtype`
 /// (visible in every module declared below it).

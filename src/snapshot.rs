@@ -282,17 +282,14 @@ impl Snapshot {
         bad
     }
 
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn maps(&self) -> &SegmentMaps {
         &self.maps
     }
 
-    #[allow(dead_code)] // for space reclamation and replay tables
     pub(crate) fn segments(&self) -> &Segments {
         &self.segments
     }

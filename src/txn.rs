@@ -288,7 +288,10 @@ impl<'db> StepTx<'db> {
                 "{key:?}: payload over the 1 TiB limit"
             )));
         }
-        let crc = crc32fast::hash(payload);
+        // The same chunked crc the read side checks with: a large put hashes
+        // on every core instead of one, and the combined crc is bit-for-bit
+        // the single-pass one, so the format does not change.
+        let crc = crate::log::crc::payload_crc32(payload);
         if let Some(e) = self.find_duplicate(kind, dtype, &shape, payload, crc)? {
             return Ok(e);
         }

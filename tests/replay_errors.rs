@@ -337,3 +337,41 @@ fn a_damaged_page_is_a_corruption_error_not_a_wrong_row() {
     let e = db.snapshot(1).unwrap().replay("buf").unwrap_err();
     assert!(e.is_corruption(), "{e}");
 }
+
+/// Zero rows drawn from an empty table are an empty batch by every kind of
+/// draw (the fuzz target `replay_table` found the prioritized draw refusing
+/// them); one row is refused as from an empty table.
+#[test]
+fn zero_rows_from_an_empty_table_are_an_empty_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let table = db
+        .replay_table(
+            "buf",
+            &cartpole(),
+            ReplayOptions::new(8, 4).prioritized(0.6),
+        )
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    for b in [
+        table.sample_uniform(&mut rng, 0).unwrap(),
+        table.sample_uniform_distinct(&mut rng, 0).unwrap(),
+        table.sample_prioritized(&mut rng, 0, 0.4).unwrap(),
+    ] {
+        assert_eq!(b.len(), 0);
+        assert!(b.indices().is_empty());
+    }
+    assert_eq!(
+        table
+            .sample_prioritized(&mut rng, 0, 0.4)
+            .unwrap()
+            .weights(),
+        Some(&[][..])
+    );
+    for e in [
+        table.sample_uniform(&mut rng, 1).unwrap_err(),
+        table.sample_prioritized(&mut rng, 1, 0.4).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    }
+}

@@ -204,6 +204,14 @@ fn the_same_64_mib_tensor_at_two_steps_is_stored_once() {
     let first = tx.commit().unwrap();
     let after_first = log_size();
     assert!(after_first >= 64 << 20);
+    // The put hashes a payload this large in parallel chunks; the combined
+    // crc it records must be the single-pass crc32 of the bytes, and a
+    // full verify (which hashes in one pass) must accept it.
+    let bytes: Vec<u8> = big.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let snap1 = db.snapshot(1).unwrap();
+    assert_eq!(snap1.entry("big").unwrap().crc32, crc32fast::hash(&bytes));
+    assert!(snap1.verify().is_empty());
+    drop(snap1);
     assert_eq!(first.new_bytes, 64 << 20);
     let mut tx = db.begin_step(2).unwrap();
     tx.put_tensor("big", &big).unwrap();

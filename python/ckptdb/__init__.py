@@ -397,9 +397,13 @@ class Snapshot:
         raw, dtype, shape = self._n.tensor(key)
         return from_bytes(raw, dtype, shape)
 
-    def array(self, key: str) -> np.ndarray:
-        """The tensor under ``key`` (an error for other kinds)."""
-        raw, dtype, shape = self._n.tensor(key)
+    def array(self, key: str, verify: bool = True) -> np.ndarray:
+        """The tensor under ``key`` (an error for other kinds). The first
+        access in the process checks the payload's crc32; ``verify=False``
+        skips that check (bounds and the entry header are still checked),
+        for callers who verify the database separately and want the array
+        at the same cost for any size."""
+        raw, dtype, shape = self._n.tensor(key, verify)
         return from_bytes(raw, dtype, shape)
 
     def value(self, key: str) -> Any:

@@ -63,17 +63,45 @@ def test_sample_shapes_and_seed(db):
     np.testing.assert_array_equal(a["obs"], src["obs"][serial])
 
 
-def test_uniform_sampling_passes_chi_square(db):
-    n = 64
-    table = db.replay_table("u", "x: i64[]", capacity=n, page_size=16)
+def chi2_critical_1e4(df):
+    """Upper critical value of chi-square with ``df`` degrees of freedom at
+    p = 1e-4, by Wilson-Hilferty (as the Rust tests compute it): no scipy
+    needed. It errs high, by 1.1% at df = 10 and under 0.2% from df = 50."""
+    z = 3.719016  # standard normal quantile of 1 - 1e-4
+    h = 2.0 / (9.0 * df)
+    return df * (1.0 - h + z * h**0.5) ** 3
+
+
+def test_chi2_critical_value_matches_the_exact_quantile():
+    stats = pytest.importorskip("scipy.stats")
+    for df, tolerance in ((10, 0.012), (63, 0.002), (999, 0.0001)):
+        exact = stats.chi2.isf(1e-4, df)
+        assert 0 <= (chi2_critical_1e4(df) - exact) / exact < tolerance, df
+
+
+@pytest.mark.parametrize("n, page_size, seed", [(64, 16, 11), (1000, 128, 3), (1000, 128, 4)])
+def test_uniform_sampling_passes_chi_square(db, n, page_size, seed):
+    # The table holds more rows than fit one page, and (for n = 1000) a last
+    # page only partly full, so a bias toward full pages would show.
+    table = db.replay_table("u", "x: i64[]", capacity=n, page_size=page_size)
     table.push_batch({"x": np.arange(n, dtype=np.int64)})
-    draws = 64_000
-    got = table.sample(draws, seed=11)["x"]
+    draws = 100 * n
+    got = table.sample(draws, seed=seed)["x"]
+    assert got.min() >= 0 and got.max() < n
     counts = np.bincount(got, minlength=n)
     expected = draws / n
     chi2 = ((counts - expected) ** 2 / expected).sum()
-    # 63 degrees of freedom: the 99.9th percentile is 103.4.
-    assert chi2 < 103.4, chi2
+    assert chi2 < chi2_critical_1e4(n - 1), chi2
+
+
+def test_a_biased_sample_fails_the_same_chi_square():
+    # The check can fail: rows drawn uniformly from all but the last page.
+    n, draws = 1000, 100_000
+    got = np.random.default_rng(0).integers(0, n - 104, draws)
+    counts = np.bincount(got, minlength=n)
+    expected = draws / n
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 > chi2_critical_1e4(n - 1), chi2
 
 
 def test_prioritized_sampling_follows_priorities(db):

@@ -104,8 +104,8 @@ fn decode<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T>
         .map_err(|e| Error::corruption(name, 0, format!("record does not decode: {e}")))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialize")
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::invalid(format!("record does not encode: {e}")))
 }
 
 /// What a global commit attempt found.
@@ -207,7 +207,7 @@ impl Global {
             record,
         };
         let name = commit_name(step);
-        let won = match self.store.put_new(&name, &encode(&verdict))? {
+        let won = match self.store.put_new(&name, &encode(&verdict)?)? {
             Put::Created => true,
             Put::Exists => {
                 let found = self.verdict(step)?.ok_or_else(|| {
@@ -239,7 +239,7 @@ impl Global {
                 version: RECORD_VERSION,
                 by_step: step,
             };
-            self.store.put_new(&name, &encode(&abandoned))?;
+            self.store.put_new(&name, &encode(&abandoned)?)?;
             // The verdict stays: it keeps the step from ever committing,
             // and tells each rank that its data of the step can go.
             if !matches!(self.verdict(s)?, Some(Verdict::Abandoned { .. })) {
@@ -559,7 +559,7 @@ impl RankStepTx<'_> {
             entries: self.entries,
         };
         let name = part_name(self.step, rank.rank);
-        if rank.global.store.put_new(&name, &encode(&part))? == Put::Exists {
+        if rank.global.store.put_new(&name, &encode(&part)?)? == Put::Exists {
             return Err(Error::CommitConflict {
                 record: name,
                 reason: "another writer published this rank's part".into(),
@@ -780,7 +780,8 @@ impl GlobalSnapshot {
         };
         if dims.iter().product::<usize>() == 0 {
             return Ok(CowArray::from(
-                ArrayD::from_shape_vec(IxDyn(&dims), Vec::new()).expect("empty"),
+                ArrayD::from_shape_vec(IxDyn(&dims), Vec::new())
+                    .map_err(|e| Error::invalid(format!("empty slice of {key:?}: {e}")))?,
             ));
         }
         if let Some(s) = overlapping.iter().find(|s| covers(s)) {
@@ -803,7 +804,9 @@ impl GlobalSnapshot {
                 let d = ax.axis.index();
                 Slice::from((lo[d] - s.offsets[d]) as usize..(hi[d] - s.offsets[d]) as usize)
             });
-            let first = *src.iter().next().expect("an overlap is not empty");
+            let Some(&first) = src.iter().next() else {
+                continue; // an empty overlap contributes nothing
+            };
             let dst = out.get_or_insert_with(|| ArrayD::from_elem(IxDyn(&dims), first));
             let mut part = dst.view_mut();
             part.slice_each_axis_inplace(|ax| {

@@ -76,7 +76,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl RecordStore for LocalStore {
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<Put> {
         let path = self.path(name)?;
-        let dir = path.parent().expect("a record has a folder").to_owned();
+        let dir = path
+            .parent()
+            .ok_or_else(|| Error::invalid(format!("record name {name:?} names no folder")))?
+            .to_owned();
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", &dir, e))?;
             if let Some(up) = dir.parent() {

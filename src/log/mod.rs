@@ -2,6 +2,7 @@
 //! read committed entries through memory maps (`read`).
 
 pub(crate) mod background;
+pub(crate) mod crc;
 pub(crate) mod read;
 pub(crate) mod recover;
 pub(crate) mod write;

@@ -75,12 +75,14 @@ impl RootObject {
     }
 
     /// Magic, JSON body, then the crc32 of both.
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let mut out = ROOT_MAGIC.to_vec();
-        out.extend_from_slice(&serde_json::to_vec(self).expect("a root always serializes"));
+        let body = serde_json::to_vec(self)
+            .map_err(|e| Error::invalid(format!("remote root does not encode: {e}")))?;
+        out.extend_from_slice(&body);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
+        Ok(out)
     }
 
     pub(crate) fn decode(bytes: &[u8], name: &str) -> Result<RootObject> {
@@ -90,7 +92,7 @@ impl RootObject {
             return Err(corrupt("not a root object (bad magic)"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
         let actual = crc32fast::hash(body);
         if stored != actual {
             return Err(corrupt(&format!(
@@ -262,7 +264,7 @@ mod tests {
                 ],
             }],
         };
-        let bytes = root.encode();
+        let bytes = root.encode().unwrap();
         assert_eq!(RootObject::decode(&bytes, "r").unwrap(), root);
         assert_eq!(root.total_bytes(), 15);
         for i in 0..bytes.len() {

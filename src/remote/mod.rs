@@ -433,7 +433,7 @@ impl Remote {
         };
         let put = self.runtime.block_on(self.store.put_opts(
             &self.path(&name),
-            PutPayload::from(root.encode()),
+            PutPayload::from(root.encode()?),
             opts,
         ));
         match put {

@@ -268,6 +268,11 @@ pub(crate) fn prioritized<R: Rng + ?Sized>(
         )));
     }
     check_nonempty(ring, n)?;
+    if n == 0 {
+        // Zero rows from an empty table are an empty batch, as for the
+        // uniform draws; the sum-tree's descent would find no leaf.
+        return gather(ring, &[], Some(Vec::new()));
+    }
     let total = tree.total();
     let min = tree.min() as f64;
     let mut us: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * total).collect();
