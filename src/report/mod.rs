@@ -28,6 +28,7 @@
 
 pub mod stats;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -435,14 +436,14 @@ fn flush(
     let mut change = vec![false; n];
     for i in 0..n {
         let loc = chain[i].1.location;
-        if !by_loc.contains_key(&loc) {
-            by_loc.insert(loc, (usize::MAX, 0));
+        if let Entry::Vacant(slot) = by_loc.entry(loc) {
+            slot.insert((usize::MAX, 0));
             sum[i] = true;
         }
         if i > 0 {
             let pair = (chain[i - 1].1.location, loc);
-            if !by_pair.contains_key(&pair) {
-                by_pair.insert(pair, (usize::MAX, 0));
+            if let Entry::Vacant(slot) = by_pair.entry(pair) {
+                slot.insert((usize::MAX, 0));
                 change[i] = true;
             }
         }
