@@ -83,7 +83,12 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing to filter here.
     let len = ((256 << 20) as f64 * scale() / 4.0 / TENSORS as f64) as usize;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.ckpt");
+    // `CKPTDB_BENCH_KEEP=DIR` writes the database there and leaves it, for
+    // profiling the two commands by hand.
+    let path = match std::env::var_os("CKPTDB_BENCH_KEEP") {
+        Some(keep) => Path::new(&keep).join("run.ckpt"),
+        None => dir.path().join("run.ckpt"),
+    };
     let t = Instant::now();
     let stored = build(&path, len.max(1));
     println!(

@@ -354,6 +354,18 @@ impl<'s> Tensor<'s> {
             .payload(&self.snap.maps, self.entry, false)
     }
 
+    /// True when this process already checked the payload's crc32.
+    pub(crate) fn is_verified(&self) -> bool {
+        self.snap.segments.is_payload_verified(self.entry)
+    }
+
+    /// Checks a crc32 the caller computed over [`Tensor::bytes_unverified`]
+    /// against the recorded one (a checksum mismatch otherwise) and, when it
+    /// holds, marks the payload checked as [`Tensor::bytes`] would.
+    pub(crate) fn check_crc(&self, actual: u32) -> Result<()> {
+        self.snap.segments.check_payload_crc(self.entry, actual)
+    }
+
     fn check_dtype<T: Element>(&self) -> Result<()> {
         if T::DTYPE != self.dtype {
             return Err(Error::DtypeMismatch {

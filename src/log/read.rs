@@ -215,6 +215,29 @@ impl Segments {
         Ok(payload)
     }
 
+    /// True when this process already checked `e`'s crc32.
+    pub(crate) fn is_payload_verified(&self, e: &EntryRef) -> bool {
+        self.is_verified(e.at)
+    }
+
+    /// Compares a crc32 the caller computed over `e`'s payload (fused
+    /// with its own pass over the bytes) against the recorded one, with the
+    /// same error and the same once-per-process bookkeeping as a checked
+    /// [`Segments::payload`].
+    pub(crate) fn check_payload_crc(&self, e: &EntryRef, actual: u32) -> Result<()> {
+        if actual != e.crc {
+            return Err(Error::ChecksumMismatch {
+                path: segment_path(&self.log_dir, e.at.segment),
+                offset: e.at.offset,
+                key: e.stored_key.clone(),
+                expected: e.crc,
+                actual,
+            });
+        }
+        self.set_verified(e.at);
+        Ok(())
+    }
+
     /// Reads `e` and checks its crc32 now, whether or not this process
     /// checked it before (what `verify` needs).
     pub(crate) fn payload_fresh(&self, maps: &SegmentMaps, e: &EntryRef) -> Result<()> {

@@ -12,19 +12,23 @@
 //! Work is planned before anything is read, by entry location: dedup makes
 //! one stored entry stand for a key at many steps (and for several keys),
 //! and a location is summarized exactly once however many cells show it.
-//! A cell whose entry differs from the same key's entry at the previous
-//! step needs `‖w_t − w_{t−1}‖`, which takes both tensors; that job streams
-//! both zero-copy views in lockstep and summarizes the new one on the way,
-//! so a changed entry's own summary costs no second pass. A cell whose
-//! entry is the previous step's has a change of exactly 0 without reading
-//! anything.
+//! A cell whose entry is the previous step's has a change of exactly 0
+//! without reading anything. A cell whose entry differs needs
+//! `‖w_t − w_{t−1}‖`, which takes both tensors; so a key's successive
+//! versions form one job that streams them side by side, a block at a time:
+//! each block is hashed for the crc32 check, summarized, and compared with
+//! the same block of the version before while that block is still in
+//! cache. Every stored byte is read from memory once, as by `verify`,
+//! instead of once for the crc32, once as the new version and once more as
+//! the old one.
 //!
 //! The jobs run on a few scoped threads pulling from one shared counter;
-//! each keeps only its result (a few numbers), so memory stays bounded by
-//! the number of cells, not by the size of the tensors.
+//! each keeps only its results (a few numbers per version), so memory stays
+//! bounded by the number of cells, not by the size of the tensors.
 
 pub mod stats;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -200,21 +204,30 @@ pub struct RunReport {
 /// Bins of the priority histogram.
 const PRIORITY_BINS: usize = 20;
 
-/// Reading one stored tensor, with the previous version of its key when the
-/// change between them is needed.
+/// Reading a run of consecutive versions of one key (same dtype and
+/// shape, each a different stored entry from the one before) side by side.
 struct Job {
-    cur: (usize, String),
-    prev: Option<(usize, String)>,
-    /// False when another job already summarizes `cur`'s location.
-    summarize: bool,
+    key: String,
+    /// The versions' step indices, in step order.
+    members: Vec<usize>,
+    /// Per member: this job summarizes (and checks the crc32 of) its entry;
+    /// false when another job already does.
+    summarize: Vec<bool>,
+    /// Per member: this job computes the change from the member before.
+    change: Vec<bool>,
     bytes: u64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct JobOut {
-    summary: Option<TensorSummary>,
-    delta_sum_squares: Option<f64>,
+    summaries: Vec<Option<TensorSummary>>,
+    deltas: Vec<Option<f64>>,
 }
+
+/// Elements of each version streamed per turn: small enough that a block of
+/// the previous version is still in cache when the next version's block
+/// is compared with it, so every stored byte comes from memory once.
+const BLOCK_BYTES: usize = 64 << 10;
 
 impl Db {
     /// Gathers the report for `options`. `progress(done, total)` is called
@@ -264,7 +277,7 @@ impl Db {
                 };
                 let summary = by_loc
                     .get(&e.location)
-                    .and_then(|&j| outs[j].summary)
+                    .and_then(|&(j, m)| outs[j].summaries[m])
                     .unwrap_or_default();
                 let prev = si.checked_sub(1).and_then(|p| col[p].as_ref());
                 let comparable = prev.filter(|p| p.dtype == e.dtype && p.shape == e.shape);
@@ -275,8 +288,10 @@ impl Db {
                     }
                     let d = by_pair
                         .get(&(p.location, e.location))
-                        .and_then(|&j| outs[j].delta_sum_squares)?;
-                    let ps = by_loc.get(&p.location).and_then(|&j| outs[j].summary)?;
+                        .and_then(|&(j, m)| outs[j].deltas[m])?;
+                    let ps = by_loc
+                        .get(&p.location)
+                        .and_then(|&(j, m)| outs[j].summaries[m])?;
                     Some(relative_change(d, &ps))
                 });
                 if summary.has_non_finite() && !bad_seen {
@@ -365,7 +380,7 @@ impl Db {
             dedup_ratio: storage.dedup_ratio(),
             storage,
             replay,
-            entries_read: jobs.iter().filter(|j| j.summarize).count() as u64,
+            entries_read: by_loc.len() as u64,
             bytes_read: total,
         })
     }
@@ -373,56 +388,102 @@ impl Db {
 
 /// The step `best:METRIC` picks among `points`: highest (with `lower`,
 /// lowest) value, newest among equals, NaN never.
-type PairIndex = HashMap<(Location, Location), usize>;
-type LocIndex = HashMap<Location, usize>;
+type PairIndex = HashMap<(Location, Location), (usize, usize)>;
+type LocIndex = HashMap<Location, (usize, usize)>;
 
-/// The jobs reading `grid`: one per distinct (previous, current) entry pair
-/// that needs a change, and one per location no such job summarizes.
-/// Returns the jobs and which job answers each pair and each location.
+/// The jobs reading `grid`, and which (job, member) answers each pair of
+/// consecutive entries and each location.
+///
+/// A key's cells are cut into chains of comparable versions (a cell sharing
+/// the previous cell's entry adds nothing; a gap or a dtype or shape change
+/// starts a new chain). Each location is summarized once and each distinct
+/// pair compared once; a chain is then cut where a member is needed for
+/// neither, so dedup across keys reads nothing twice.
 fn plan(grid: &BTreeMap<String, Vec<Option<EntryInfo>>>) -> (Vec<Job>, PairIndex, LocIndex) {
     let mut jobs = Vec::new();
     let mut by_pair: PairIndex = HashMap::new();
     let mut by_loc: LocIndex = HashMap::new();
     for (key, col) in grid {
-        for si in 1..col.len() {
-            let (Some(p), Some(c)) = (&col[si - 1], &col[si]) else {
+        let mut chain: Vec<(usize, &EntryInfo)> = Vec::new();
+        for (si, c) in col.iter().enumerate() {
+            let Some(c) = c else {
+                flush(key, &mut chain, &mut jobs, &mut by_pair, &mut by_loc);
                 continue;
             };
-            if p.location == c.location || p.dtype != c.dtype || p.shape != c.shape {
-                continue;
+            match chain.last() {
+                Some((_, last)) if last.location == c.location => continue,
+                Some((_, last)) if last.dtype == c.dtype && last.shape == c.shape => {}
+                Some(_) => flush(key, &mut chain, &mut jobs, &mut by_pair, &mut by_loc),
+                None => {}
             }
-            if by_pair.contains_key(&(p.location, c.location)) {
-                continue;
-            }
-            let summarize = !by_loc.contains_key(&c.location);
-            if summarize {
-                by_loc.insert(c.location, jobs.len());
-            }
-            by_pair.insert((p.location, c.location), jobs.len());
-            jobs.push(Job {
-                cur: (si, key.clone()),
-                prev: Some((si - 1, key.clone())),
-                summarize,
-                bytes: p.bytes + c.bytes,
-            });
+            chain.push((si, c));
         }
-    }
-    for (key, col) in grid {
-        for (si, c) in col.iter().enumerate() {
-            let Some(c) = c else { continue };
-            if by_loc.contains_key(&c.location) {
-                continue;
-            }
-            by_loc.insert(c.location, jobs.len());
-            jobs.push(Job {
-                cur: (si, key.clone()),
-                prev: None,
-                summarize: true,
-                bytes: c.bytes,
-            });
-        }
+        flush(key, &mut chain, &mut jobs, &mut by_pair, &mut by_loc);
     }
     (jobs, by_pair, by_loc)
+}
+
+/// Turns one chain into jobs (see [`plan`]) and empties it.
+fn flush(
+    key: &str,
+    chain: &mut Vec<(usize, &EntryInfo)>,
+    jobs: &mut Vec<Job>,
+    by_pair: &mut PairIndex,
+    by_loc: &mut LocIndex,
+) {
+    let n = chain.len();
+    let mut sum = vec![false; n];
+    let mut change = vec![false; n];
+    for i in 0..n {
+        let loc = chain[i].1.location;
+        if let Entry::Vacant(slot) = by_loc.entry(loc) {
+            slot.insert((usize::MAX, 0));
+            sum[i] = true;
+        }
+        if i > 0 {
+            let pair = (chain[i - 1].1.location, loc);
+            if let Entry::Vacant(slot) = by_pair.entry(pair) {
+                slot.insert((usize::MAX, 0));
+                change[i] = true;
+            }
+        }
+    }
+    let read = |i: usize| sum[i] || change[i] || (i + 1 < n && change[i + 1]);
+    let mut i = 0;
+    while i < n {
+        if !read(i) {
+            i += 1;
+            continue;
+        }
+        let j = jobs.len();
+        let mut job = Job {
+            key: key.to_owned(),
+            members: Vec::new(),
+            summarize: Vec::new(),
+            change: Vec::new(),
+            bytes: 0,
+        };
+        while i < n && read(i) {
+            let (si, e) = chain[i];
+            let m = job.members.len();
+            if sum[i] {
+                by_loc.insert(e.location, (j, m));
+            }
+            // A change needs the member before, which `read` kept in this
+            // job; the first member of a job never has one.
+            let ch = change[i] && m > 0;
+            if ch {
+                by_pair.insert((chain[i - 1].1.location, e.location), (j, m));
+            }
+            job.members.push(si);
+            job.summarize.push(sum[i]);
+            job.change.push(ch);
+            job.bytes += e.bytes;
+            i += 1;
+        }
+        jobs.push(job);
+    }
+    chain.clear();
 }
 
 /// Runs `jobs` on scoped worker threads while the calling thread reports
@@ -471,27 +532,86 @@ fn run_jobs(
     outs.into_iter()
         .map(|o| {
             o.into_inner().unwrap_or(Ok(JobOut {
-                summary: None,
-                delta_sum_squares: None,
+                summaries: Vec::new(),
+                deltas: Vec::new(),
             }))
         })
         .collect()
 }
 
+/// Streams the job's versions block by block: each block of a version is
+/// hashed (when this job checks it), summarized and compared with the same
+/// block of the version before while that one is still in cache. Pages are
+/// read unverified and the crc32 is checked at the end, so a corrupt entry
+/// still fails the report, after one pass over its bytes instead of two.
 fn run_job(snaps: &[Snapshot], job: &Job) -> Result<JobOut> {
-    let cur = snaps[job.cur.0].tensor(&job.cur.1)?;
-    let prev = match &job.prev {
-        Some((si, key)) => Some(snaps[*si].tensor(key)?),
-        None => None,
+    let tensors = job
+        .members
+        .iter()
+        .map(|&si| snaps[si].tensor(&job.key))
+        .collect::<Result<Vec<_>>>()?;
+    let n = tensors.len();
+    let Some(first) = tensors.first() else {
+        return Ok(JobOut {
+            summaries: Vec::new(),
+            deltas: Vec::new(),
+        });
     };
-    with_element!(cur.dtype(), T => {
-        let c = cur.as_slice::<T>()?;
-        Ok(match prev {
-            Some(p) => {
-                let (summary, d) = summarize_change(p.as_slice::<T>()?, c);
-                JobOut { summary: job.summarize.then_some(summary), delta_sum_squares: d }
+    with_element!(first.dtype(), T => {
+        let slices = tensors
+            .iter()
+            .map(|t| t.as_slice_unverified::<T>())
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = tensors
+            .iter()
+            .map(|t| t.bytes_unverified())
+            .collect::<Result<Vec<_>>>()?;
+        let mut hashers: Vec<Option<crc32fast::Hasher>> = (0..n)
+            .map(|i| (job.summarize[i] && !tensors[i].is_verified()).then(crc32fast::Hasher::new))
+            .collect();
+        // Versions of one shape hold as many elements; if a payload says
+        // otherwise there is no element-wise change to report.
+        let change: Vec<bool> = (0..n)
+            .map(|i| job.change[i] && slices[i].len() == slices[i - 1].len())
+            .collect();
+        let size = std::mem::size_of::<T>();
+        // A multiple of the lanes, so blocks add up as one pass would.
+        let block = (BLOCK_BYTES / size.max(1)).max(stats::LANES);
+        let longest = slices.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut accs = vec![stats::Accumulator::default(); n];
+        let mut start = 0;
+        while start < longest {
+            for i in 0..n {
+                let s = slices[i];
+                if start >= s.len() {
+                    continue;
+                }
+                let end = (start + block).min(s.len());
+                if let Some(h) = &mut hashers[i] {
+                    h.update(&bytes[i][start * size..end * size]);
+                }
+                if change[i] {
+                    accs[i].add_change(&slices[i - 1][start..end], &s[start..end]);
+                } else if job.summarize[i] {
+                    accs[i].add(&s[start..end]);
+                }
             }
-            None => JobOut { summary: Some(summarize(c)), delta_sum_squares: None },
+            start += block;
+        }
+        // An empty payload never enters the loop; its hasher holds the crc
+        // of zero bytes, as recorded.
+        for (t, h) in tensors.iter().zip(hashers) {
+            if let Some(h) = h {
+                t.check_crc(h.finalize())?;
+            }
+        }
+        Ok(JobOut {
+            summaries: (0..n)
+                .map(|i| job.summarize[i].then(|| accs[i].summary()))
+                .collect(),
+            deltas: (0..n)
+                .map(|i| change[i].then(|| accs[i].delta_sum_squares()))
+                .collect(),
         })
     })
 }
@@ -569,6 +689,147 @@ fn histogram(values: &[f64], bins: usize) -> Vec<Bin> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::ndarray::Array1;
+
+    /// Longer than one block, and not a multiple of the lanes.
+    const LONG: usize = 3 * BLOCK_BYTES / 4 + 5;
+
+    fn long(seed: u32) -> Vec<f32> {
+        (0..LONG as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 10_007) as f32 * 1e-3 - 5.0)
+            .collect()
+    }
+
+    fn cell<'r>(r: &'r RunReport, key: &str, si: usize) -> Option<&'r Cell> {
+        r.keys.iter().find(|k| k.key == key).unwrap().cells[si].as_ref()
+    }
+
+    /// `a` changes, stays, comes back to an earlier version, changes shape
+    /// and disappears; `b` holds `a`'s contents (stored once, by dedup) at
+    /// every step. Every figure is the one-pass summary of the tensors
+    /// written here, bit for bit, however the blocks and jobs cut them.
+    #[test]
+    fn chained_versions_match_one_pass_figures_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("db")).unwrap();
+        let mut v1 = long(1);
+        v1[17] = f32::NAN;
+        v1[LONG - 1] = f32::NEG_INFINITY;
+        let v2 = long(2);
+        let short: Vec<f32> = (0..7).map(|i| i as f32).collect();
+        let steps: [Option<&[f32]>; 6] = [
+            Some(&v1),
+            Some(&v2),
+            Some(&v2),
+            Some(&v1),
+            Some(&short),
+            None,
+        ];
+        for (si, v) in steps.iter().enumerate() {
+            let mut tx = db.begin_step(si as u64 + 1).unwrap();
+            if let Some(v) = v {
+                for key in ["a", "b"] {
+                    tx.put_tensor(key, &Array1::from(v.to_vec())).unwrap();
+                }
+            }
+            tx.put_tensor("c", &Array1::from(vec![1u8; 3])).unwrap();
+            tx.commit().unwrap();
+        }
+        for threads in [1, 3] {
+            let r = db
+                .run_report(
+                    &ReportOptions {
+                        threads,
+                        ..Default::default()
+                    },
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            for key in ["a", "b"] {
+                for (si, v) in steps.iter().enumerate() {
+                    let c = cell(&r, key, si);
+                    let Some(v) = v else {
+                        assert!(c.is_none());
+                        continue;
+                    };
+                    let c = c.unwrap();
+                    assert_eq!(c.summary, summarize(v), "{key} at {si}");
+                    let prev = si.checked_sub(1).and_then(|p| steps[p]);
+                    let want = prev.filter(|p| p.len() == v.len()).map(|p| {
+                        let (_, d) = summarize_change(p, v);
+                        relative_change(d.unwrap(), &summarize(p))
+                    });
+                    assert_eq!(c.rel_change, want, "{key} at {si}");
+                }
+            }
+            assert_eq!(cell(&r, "a", 2).map(|c| c.shared), Some(true));
+            assert_eq!(cell(&r, "c", 3).unwrap().rel_change, Some(0.0));
+            // One summary per stored entry, however many cells show it.
+            let mut locations = std::collections::HashSet::new();
+            for step in 1..=steps.len() as u64 {
+                let snap = db.snapshot(step).unwrap();
+                for key in ["a", "b", "c"] {
+                    if let Ok(e) = snap.entry(key) {
+                        locations.insert(e.location);
+                    }
+                }
+            }
+            assert_eq!(r.entries_read, locations.len() as u64);
+            assert!(r.entries_read < 11, "{}", r.entries_read);
+            let first: Vec<_> = r
+                .first_bad
+                .iter()
+                .map(|f| (f.key.as_str(), f.step))
+                .collect();
+            assert_eq!(first, [("a", 1), ("b", 1)]);
+        }
+    }
+
+    /// A flipped payload byte fails the report with the checksum error a
+    /// checked read gives, though the bytes are hashed during the stats
+    /// pass rather than before it.
+    #[test]
+    fn a_corrupt_version_fails_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let marker = 1234.5677f32;
+        {
+            let db = Db::open(&path).unwrap();
+            for step in 1..=3u64 {
+                let mut tx = db.begin_step(step).unwrap();
+                let mut v = long(step as u32);
+                if step == 2 {
+                    v[LONG - 3] = marker;
+                }
+                tx.put_tensor("w", &Array1::from(v)).unwrap();
+                tx.commit().unwrap();
+            }
+        }
+        let mut flipped = 0;
+        let mut stack = vec![path.clone()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let mut bytes = std::fs::read(&p).unwrap();
+            if let Some(at) = bytes.windows(4).position(|w| w == marker.to_le_bytes()) {
+                bytes[at] ^= 1;
+                std::fs::write(&p, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+        assert_eq!(flipped, 1);
+        let db = Db::open(&path).unwrap();
+        let err = db
+            .run_report(&ReportOptions::default(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::Error::ChecksumMismatch { ref key, .. } if key == "w"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn best_step_is_the_newest_highest() {
