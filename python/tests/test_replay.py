@@ -153,3 +153,35 @@ def test_save_async_carries_the_replay_table(path):
     view = ckptdb.open(path, read_only=True).latest().replay("buf")
     assert len(view) == 900
     np.testing.assert_array_equal(view.row(899)["obs"], data["obs"][899])
+
+
+def test_sampled_columns_keep_every_dtype_and_shape(path):
+    """Every field comes back with its own dtype and shape: the NumPy ones
+    as typed arrays made by the binding, bfloat16 through ml_dtypes."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    schema = ("a: bool[], b: u8[3], c: i16[], d: u32[2,2], e: i64[], f: f16[2], "
+              "g: f64[], h: bf16[3]")
+    db = ckptdb.open(path)
+    table = db.replay_table("mixed", schema, capacity=64, page_size=16)
+    n = 40
+    rng = np.random.default_rng(3)
+    cols = {
+        "a": rng.integers(0, 2, n).astype(bool),
+        "b": rng.integers(0, 255, (n, 3)).astype(np.uint8),
+        "c": rng.integers(-3000, 3000, n).astype(np.int16),
+        "d": rng.integers(0, 2**32 - 1, (n, 2, 2)).astype(np.uint32),
+        "e": np.arange(n, dtype=np.int64) * 1_000_003,
+        "f": rng.standard_normal((n, 2)).astype(np.float16),
+        "g": rng.standard_normal(n),
+        "h": rng.standard_normal((n, 3)).astype(ml_dtypes.bfloat16),
+    }
+    table.push_batch(cols)
+    batch = table.sample(17, seed=5)
+    slots = batch["indices"][:, 0]
+    assert batch["indices"].shape == (17, 2) and batch["indices"].dtype == np.uint64
+    for name, col in cols.items():
+        got = batch[name]
+        assert got.dtype == col.dtype, name
+        assert got.shape == (17,) + col.shape[1:], name
+        # The ring has not wrapped, so slot i holds row i.
+        np.testing.assert_array_equal(got, col[slots])
