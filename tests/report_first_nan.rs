@@ -93,8 +93,9 @@ fn names_the_first_nan_first_with_exact_figures() {
     for (i, w) in written.iter().enumerate() {
         let c = &weight_cells[i];
         let got = c["l2"].as_f64().unwrap();
+        // f32 tensors are summed in f32 blocks: within 1e-5.
         assert!(
-            (got - l2(w)).abs() < 1e-9 * l2(w),
+            (got - l2(w)).abs() < 1e-5 * l2(w),
             "step {i}: {got} vs {}",
             l2(w)
         );

@@ -225,6 +225,12 @@ impl Segments {
     /// same error and the same once-per-process bookkeeping as a checked
     /// [`Segments::payload`].
     pub(crate) fn check_payload_crc(&self, e: &EntryRef, actual: u32) -> Result<()> {
+        self.compare_crc(e, actual)?;
+        self.set_verified(e.at);
+        Ok(())
+    }
+
+    fn compare_crc(&self, e: &EntryRef, actual: u32) -> Result<()> {
         if actual != e.crc {
             return Err(Error::ChecksumMismatch {
                 path: segment_path(&self.log_dir, e.at.segment),
@@ -234,7 +240,6 @@ impl Segments {
                 actual,
             });
         }
-        self.set_verified(e.at);
         Ok(())
     }
 
@@ -242,16 +247,6 @@ impl Segments {
     /// checked it before (what `verify` needs).
     pub(crate) fn payload_fresh(&self, maps: &SegmentMaps, e: &EntryRef) -> Result<()> {
         let payload = self.payload(maps, e, false)?;
-        let actual = payload_crc32(payload);
-        if actual != e.crc {
-            return Err(Error::ChecksumMismatch {
-                path: segment_path(&self.log_dir, e.at.segment),
-                offset: e.at.offset,
-                key: e.stored_key.clone(),
-                expected: e.crc,
-                actual,
-            });
-        }
-        Ok(())
+        self.compare_crc(e, payload_crc32(payload))
     }
 }
