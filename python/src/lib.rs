@@ -798,7 +798,8 @@ fn sample_out<'py>(py: Python<'py>, batch: &Batch) -> PyResult<SampleOut<'py>> {
     let columns = PyDict::new(py);
     let mut rest = Vec::new();
     for name in batch.fields() {
-        let array = match batch.column(name).or_raise()?.dtype() {
+        let c = batch.column(name).or_raise()?;
+        let array = match c.dtype() {
             DType::Bool => typed_column::<bool>(py, batch, name)?,
             DType::U8 => typed_column::<u8>(py, batch, name)?,
             DType::I8 => typed_column::<i8>(py, batch, name)?,
@@ -812,7 +813,6 @@ fn sample_out<'py>(py: Python<'py>, batch: &Batch) -> PyResult<SampleOut<'py>> {
             DType::F32 => typed_column::<f32>(py, batch, name)?,
             DType::F64 => typed_column::<f64>(py, batch, name)?,
             _ => {
-                let c = batch.column(name).or_raise()?;
                 rest.push((
                     name.to_owned(),
                     PyArray1::from_slice(py, c.bytes()),

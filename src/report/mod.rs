@@ -229,6 +229,11 @@ struct JobOut {
 /// is compared with it, so every stored byte comes from memory once.
 const BLOCK_BYTES: usize = 64 << 10;
 
+// Streamed blocks must not cut the stats kernels' own blocks, or the sums
+// would depend on how the report streams.
+const _: () = assert!((BLOCK_BYTES / 8).is_multiple_of(stats::LANES));
+const _: () = assert!((BLOCK_BYTES / 4).is_multiple_of(stats::F32_BLOCK));
+
 impl Db {
     /// Gathers the report for `options`. `progress(done, total)` is called
     /// with payload bytes streamed, from the calling thread.
@@ -562,10 +567,8 @@ fn run_job(snaps: &[Snapshot], job: &Job) -> Result<JobOut> {
             .iter()
             .map(|t| t.as_slice_unverified::<T>())
             .collect::<Result<Vec<_>>>()?;
-        let bytes = tensors
-            .iter()
-            .map(|t| t.bytes_unverified())
-            .collect::<Result<Vec<_>>>()?;
+        // The payloads' bytes, for the crc32: the slices cover them exactly.
+        let bytes: Vec<&[u8]> = slices.iter().map(|s| bytemuck::cast_slice(s)).collect();
         let mut hashers: Vec<Option<crc32fast::Hasher>> = (0..n)
             .map(|i| (job.summarize[i] && !tensors[i].is_verified()).then(crc32fast::Hasher::new))
             .collect();
@@ -575,7 +578,8 @@ fn run_job(snaps: &[Snapshot], job: &Job) -> Result<JobOut> {
             .map(|i| job.change[i] && slices[i].len() == slices[i - 1].len())
             .collect();
         let size = std::mem::size_of::<T>();
-        // A multiple of the lanes, so blocks add up as one pass would.
+        // A multiple of the lanes and of the f32 block (see the assertion
+        // by `BLOCK_BYTES`), so blocks add up as one pass would.
         let block = (BLOCK_BYTES / size.max(1)).max(stats::LANES);
         let longest = slices.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut accs = vec![stats::Accumulator::default(); n];
