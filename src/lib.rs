@@ -115,6 +115,7 @@ pub mod interop;
 mod key;
 mod log;
 mod mmap;
+mod put;
 mod record;
 #[cfg(feature = "s3")]
 pub mod remote;

@@ -22,12 +22,14 @@ use crate::catalog::ContentIndex;
 use crate::db::Db;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Kind, Location, MAX_PAYLOAD_LEN, MAX_RANK};
-use crate::key::{validate_key, validate_metric};
+use crate::format::{EntryHeader, Kind, Location, MAX_PAYLOAD_LEN};
+use crate::key::validate_metric;
 use crate::log::read::CommittedEnd;
 use crate::log::write::Mark;
+use crate::put::{array_put, check_rank, to_json, Put};
 use crate::record::{now_ms, EntryRef, Manifest, ReplayTableState};
 use crate::snapshot::StepInfo;
+use crate::trainer::PendingStep;
 use crate::writer::{RootChange, Writer};
 
 /// The transaction that commits one step. Created by [`Db::begin_step`] and
@@ -54,51 +56,6 @@ impl std::fmt::Debug for StepTx<'_> {
             .field("entries", &self.entries.len())
             .finish_non_exhaustive()
     }
-}
-
-/// Checks that `bytes` can be a tensor of `dtype` and `shape`: rank within
-/// the limit, element count and byte length without overflow and equal to
-/// the bytes given, every bool byte 0 or 1.
-pub(crate) fn check_tensor_bytes(
-    key: &str,
-    dtype: DType,
-    shape: &[u64],
-    bytes: &[u8],
-) -> Result<()> {
-    check_rank(shape.len())?;
-    let expected = element_count(shape)?
-        .checked_mul(dtype.size() as u64)
-        .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many bytes")))?;
-    if expected != bytes.len() as u64 {
-        return Err(Error::invalid(format!(
-            "{key:?}: shape {shape:?} of {dtype} needs {expected} bytes, got {}",
-            bytes.len()
-        )));
-    }
-    if dtype == DType::Bool && bytes.iter().any(|&b| b > 1) {
-        return Err(Error::invalid(format!(
-            "{key:?}: bool tensor holds a byte other than 0 or 1"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a tensor rank against the format's limit.
-pub(crate) fn check_rank(rank: usize) -> Result<()> {
-    if rank > MAX_RANK {
-        return Err(Error::invalid(format!(
-            "rank {rank} over the limit {MAX_RANK}"
-        )));
-    }
-    Ok(())
-}
-
-/// Number of elements of `shape`, checking for overflow.
-pub(crate) fn element_count(shape: &[u64]) -> Result<u64> {
-    shape.iter().try_fold(1u64, |acc, &d| {
-        acc.checked_mul(d)
-            .ok_or_else(|| Error::invalid(format!("shape {shape:?} has too many elements")))
-    })
 }
 
 impl<'db> StepTx<'db> {
@@ -147,7 +104,7 @@ impl<'db> StepTx<'db> {
 
     /// Puts raw bytes under `key`.
     pub fn put_blob(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.put_entry(key, Kind::Blob, None, Vec::new(), bytes)
+        self.put(Put::blob(key, bytes)?)
     }
 
     /// Puts a tensor of any dimension. A view that is not in standard
@@ -158,26 +115,7 @@ impl<'db> StepTx<'db> {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
-        match array.as_slice() {
-            Some(s) => self.put_entry(
-                key,
-                Kind::Tensor,
-                Some(T::DTYPE),
-                shape,
-                bytemuck::cast_slice(s),
-            ),
-            None => {
-                let owned: Vec<T> = array.iter().copied().collect();
-                self.put_entry(
-                    key,
-                    Kind::Tensor,
-                    Some(T::DTYPE),
-                    shape,
-                    bytemuck::cast_slice(&owned),
-                )
-            }
-        }
+        self.put(array_put(key, array)?)
     }
 
     /// Puts a tensor given as little-endian row-major bytes.
@@ -188,33 +126,28 @@ impl<'db> StepTx<'db> {
         shape: &[u64],
         bytes: &[u8],
     ) -> Result<()> {
-        check_tensor_bytes(key, dtype, shape, bytes)?;
-        self.put_checked_tensor(key, dtype, shape, bytes)
-    }
-
-    /// Puts a tensor whose bytes [`check_tensor_bytes`] has already checked
-    /// (a pending step checks them on the training thread).
-    pub(crate) fn put_checked_tensor(
-        &mut self,
-        key: &str,
-        dtype: DType,
-        shape: &[u64],
-        bytes: &[u8],
-    ) -> Result<()> {
-        self.put_entry(key, Kind::Tensor, Some(dtype), shape.to_vec(), bytes)
+        self.put(Put::tensor(key, dtype, shape.to_vec(), bytes)?)
     }
 
     /// Puts a serde value, stored as JSON.
     pub fn put_value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
-        let json = serde_json::to_vec(value)
-            .map_err(|e| Error::invalid(format!("{key:?} does not serialize: {e}")))?;
-        self.put_entry(key, Kind::Value, None, Vec::new(), &json)
+        self.put(Put::json(key, to_json(key, value)?)?)
     }
 
-    /// Puts a value already serialized as JSON (an owned snapshot
-    /// serializes on the training thread).
-    pub(crate) fn put_json(&mut self, key: &str, json: &[u8]) -> Result<()> {
-        self.put_entry(key, Kind::Value, None, Vec::new(), json)
+    /// Puts everything `batch` holds, as if each of its puts had been made
+    /// on this transaction in order (later puts of a key win), and records
+    /// its replay tables as they were captured.
+    pub fn apply(&mut self, batch: PendingStep) -> Result<()> {
+        batch.apply(self)
+    }
+
+    /// Writes a checked entry and names it in the step: the one way a user
+    /// entry gets into a transaction.
+    pub(crate) fn put<B: AsRef<[u8]>>(&mut self, put: Put<B>) -> Result<()> {
+        let (key, kind, dtype, shape, payload) = put.into_parts();
+        let e = self.write_entry(&key, kind, dtype, shape, payload.as_ref())?;
+        self.entries.insert(key, e);
+        Ok(())
     }
 
     /// The metrics recorded so far.
@@ -253,20 +186,6 @@ impl<'db> StepTx<'db> {
             return Err(Error::StepNotFound { step });
         }
         self.dropped.insert(step);
-        Ok(())
-    }
-
-    fn put_entry(
-        &mut self,
-        key: &str,
-        kind: Kind,
-        dtype: Option<DType>,
-        shape: Vec<u64>,
-        payload: &[u8],
-    ) -> Result<()> {
-        validate_key(key)?;
-        let e = self.write_entry(key, kind, dtype, shape, payload)?;
-        self.entries.insert(key.to_owned(), e);
         Ok(())
     }
 

@@ -449,18 +449,6 @@ impl std::fmt::Debug for RankStepTx<'_> {
     }
 }
 
-fn bytes_of<T: Element, S: Data<Elem = T>, D: Dimension>(
-    array: &ArrayBase<S, D>,
-) -> std::borrow::Cow<'_, [u8]> {
-    match array.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(bytemuck::cast_slice(s)),
-        None => {
-            let owned: Vec<T> = array.iter().copied().collect();
-            std::borrow::Cow::Owned(bytemuck::cast_slice(&owned).to_vec())
-        }
-    }
-}
-
 impl RankStepTx<'_> {
     /// The global step.
     pub fn step(&self) -> u64 {
@@ -494,8 +482,9 @@ impl RankStepTx<'_> {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
-        let bytes = bytes_of(array);
+        let shape = crate::put::shape_of(array.shape())?;
+        let bytes = crate::put::row_major_bytes(array);
+        let bytes = bytes.as_ref();
         let stored = self.rank.rank == 0;
         let entry = PartEntry {
             replicated: true,
@@ -504,9 +493,9 @@ impl RankStepTx<'_> {
             global_shape: shape.clone(),
             offsets: vec![0; shape.len()],
             shape,
-            crc32: crc32fast::hash(&bytes),
+            crc32: crc32fast::hash(bytes),
         };
-        self.add(key, entry, stored.then_some(&bytes[..]))
+        self.add(key, entry, stored.then_some(bytes))
     }
 
     /// Puts this rank's slice of the global tensor `key` of shape
@@ -524,9 +513,10 @@ impl RankStepTx<'_> {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
+        let shape = crate::put::shape_of(array.shape())?;
         check_bounds(self.step, key, global_shape, offsets, &shape)?;
-        let bytes = bytes_of(array);
+        let bytes = crate::put::row_major_bytes(array);
+        let bytes = bytes.as_ref();
         let entry = PartEntry {
             replicated: false,
             stored: true,
@@ -534,9 +524,9 @@ impl RankStepTx<'_> {
             global_shape: global_shape.to_vec(),
             offsets: offsets.to_vec(),
             shape,
-            crc32: crc32fast::hash(&bytes),
+            crc32: crc32fast::hash(bytes),
         };
-        self.add(key, entry, Some(&bytes))
+        self.add(key, entry, Some(bytes))
     }
 
     /// Commits this rank's part: durable in the rank's database, then

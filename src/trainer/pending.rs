@@ -16,39 +16,45 @@ use serde::Serialize;
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::key::{validate_key, validate_metric};
+use crate::key::validate_metric;
+use crate::put::{row_major, shape_of, to_json, Put};
 use crate::replay::{ReplayCapture, ReplayTable};
-use crate::txn::{check_rank, check_tensor_bytes, StepTx};
+use crate::txn::StepTx;
 
-/// Bytes owned in whatever container they arrived in.
-trait OwnedBytes: Send {
+/// Bytes owned in whatever container they arrived in: a `Vec<u8>`, or the
+/// `Vec<T>` of an array moved in without a copy.
+struct Owned(Box<dyn AsBytes>);
+
+trait AsBytes: Send {
     fn bytes(&self) -> &[u8];
 }
 
-struct OwnedVec<T: Element>(Vec<T>);
-
-impl<T: Element> OwnedBytes for OwnedVec<T> {
+impl<T: Element> AsBytes for Vec<T> {
     fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
+        bytemuck::cast_slice(self)
     }
 }
 
-enum Item {
-    Tensor {
-        dtype: DType,
-        shape: Vec<u64>,
-        bytes: Box<dyn OwnedBytes>,
-    },
-    Blob(Vec<u8>),
-    Value(Vec<u8>),
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+impl<T: Element> From<Vec<T>> for Owned {
+    fn from(v: Vec<T>) -> Owned {
+        Owned(Box::new(v))
+    }
 }
 
 /// Everything one step will commit, owned: tensors, blobs, values and
 /// metrics. Build it on the training thread and hand it to
-/// [`CheckpointManager::save_async`](super::CheckpointManager::save_async).
+/// [`CheckpointManager::save_async`](super::CheckpointManager::save_async),
+/// or apply it to a transaction with [`StepTx::apply`]. Every put is
+/// checked here, as the same put on a [`StepTx`] would be.
 #[derive(Default)]
 pub struct PendingStep {
-    items: Vec<(String, Item)>,
+    puts: Vec<Put<Owned>>,
     metrics: BTreeMap<String, f64>,
     /// Replay tables, as captured by [`PendingStep::put_replay`].
     replay: Vec<ReplayCapture>,
@@ -58,17 +64,12 @@ pub struct PendingStep {
 impl std::fmt::Debug for PendingStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingStep")
-            .field("entries", &self.items.len())
+            .field("entries", &self.puts.len())
             .field("bytes", &self.bytes)
             .field("metrics", &self.metrics)
             .field("replay", &self.replay)
             .finish()
     }
-}
-
-fn shape_of(dims: &[usize]) -> Result<Vec<u64>> {
-    check_rank(dims.len())?;
-    Ok(dims.iter().map(|&d| d as u64).collect())
 }
 
 impl PendingStep {
@@ -82,23 +83,9 @@ impl PendingStep {
         self.bytes
     }
 
-    fn push(&mut self, key: &str, item: Item) {
-        self.bytes += match &item {
-            Item::Tensor { bytes, .. } => bytes.bytes().len() as u64,
-            Item::Blob(b) | Item::Value(b) => b.len() as u64,
-        };
-        self.items.push((key.to_owned(), item));
-    }
-
-    fn push_tensor<T: Element>(&mut self, key: &str, dtype: DType, shape: Vec<u64>, data: Vec<T>) {
-        self.push(
-            key,
-            Item::Tensor {
-                dtype,
-                shape,
-                bytes: Box::new(OwnedVec(data)),
-            },
-        );
+    fn push(&mut self, put: Put<Owned>) {
+        self.bytes += put.len();
+        self.puts.push(put);
     }
 
     /// Copies a tensor in (any layout; stored row-major).
@@ -108,13 +95,9 @@ impl PendingStep {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        validate_key(key)?;
         let shape = shape_of(array.shape())?;
-        let data: Vec<T> = match array.as_slice() {
-            Some(s) => s.to_vec(),
-            None => array.iter().copied().collect(),
-        };
-        self.push_tensor(key, T::DTYPE, shape, data);
+        let data = row_major(array).into_owned();
+        self.push(Put::tensor(key, T::DTYPE, shape, data.into())?);
         Ok(())
     }
 
@@ -125,7 +108,6 @@ impl PendingStep {
         T: Element,
         D: Dimension,
     {
-        validate_key(key)?;
         let shape = shape_of(array.shape())?;
         let n = array.len();
         let data = if array.is_standard_layout() {
@@ -142,7 +124,7 @@ impl PendingStep {
         } else {
             array.iter().copied().collect()
         };
-        self.push_tensor(key, T::DTYPE, shape, data);
+        self.push(Put::tensor(key, T::DTYPE, shape, data.into())?);
         Ok(())
     }
 
@@ -165,9 +147,7 @@ impl PendingStep {
         shape: &[u64],
         bytes: Vec<u8>,
     ) -> Result<()> {
-        validate_key(key)?;
-        check_tensor_bytes(key, dtype, shape, &bytes)?;
-        self.push_tensor(key, dtype, shape.to_vec(), bytes);
+        self.push(Put::tensor(key, dtype, shape.to_vec(), bytes.into())?);
         Ok(())
     }
 
@@ -178,17 +158,13 @@ impl PendingStep {
 
     /// Moves raw bytes in.
     pub fn put_blob_owned(&mut self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        validate_key(key)?;
-        self.push(key, Item::Blob(bytes));
+        self.push(Put::blob(key, bytes.into())?);
         Ok(())
     }
 
     /// Serializes a serde value (as JSON) now.
     pub fn put_value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
-        validate_key(key)?;
-        let json = serde_json::to_vec(value)
-            .map_err(|e| Error::invalid(format!("{key:?} does not serialize: {e}")))?;
-        self.push(key, Item::Value(json));
+        self.push(Put::json(key, to_json(key, value)?.into())?);
         Ok(())
     }
 
@@ -214,19 +190,10 @@ impl PendingStep {
         Ok(())
     }
 
-    /// Puts everything into `tx`. Later puts of the same key win, as they
-    /// would on the transaction itself.
+    /// Puts everything into `tx`, in the order it was put here.
     pub(crate) fn apply(self, tx: &mut StepTx<'_>) -> Result<()> {
-        for (key, item) in &self.items {
-            match item {
-                Item::Tensor {
-                    dtype,
-                    shape,
-                    bytes,
-                } => tx.put_checked_tensor(key, *dtype, shape, bytes.bytes())?,
-                Item::Blob(b) => tx.put_blob(key, b)?,
-                Item::Value(json) => tx.put_json(key, json)?,
-            }
+        for put in self.puts {
+            tx.put(put)?;
         }
         for (name, &v) in &self.metrics {
             tx.put_metric(name, v)?;
