@@ -30,6 +30,9 @@ use crate::error::Result;
 use crate::format::Location;
 use crate::record::{EntryRef, Manifest};
 
+/// How a [`Location`] is stored in the catalog's tables: a redb key needs a
+/// redb type, and the tuple orders as `Location` does. [`loc`] and
+/// [`unloc`] are the only conversions.
 type Loc = (u64, u64);
 
 const META: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("meta");

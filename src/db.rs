@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crate::catalog::{Catalog, CatalogRoot, StepChange};
 use crate::error::{Error, LostCommits, Result};
 use crate::format::Location;
-use crate::log::read::{CommittedEnd, Segments};
+use crate::log::read::Segments;
 use crate::log::recover::{cut_tail, find_root, find_root_racing, Validate};
 use crate::log::write::LogWriter;
 use crate::log::{list_segments, segment_path, FoundRoot};
@@ -525,7 +525,7 @@ impl Db {
     }
 
     /// Reads the manifest stored at `at` (see [`Store::load_manifest`]).
-    pub(crate) fn load_manifest(&self, at: Location, committed: CommittedEnd) -> Result<Manifest> {
+    pub(crate) fn load_manifest(&self, at: Location, committed: Location) -> Result<Manifest> {
         self.store().load_manifest(at, committed)
     }
 
@@ -632,7 +632,7 @@ impl Db {
             .iter()
             .map(|l| (l.step, l.manifest.unwrap_or(root.at)))
             .collect();
-        let committed = CommittedEnd::of(root);
+        let committed = root.committed_end();
         drop(view);
         let mut removed = Vec::new();
         for (&step, &at) in &known {

@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Kind, Location, SEGMENT_HEADER_LEN};
+use crate::format::{Kind, Location, SEGMENT_HEADER_LEN};
 use crate::log::{list_segments, segment_path};
 use crate::record::{EntryRef, Manifest};
 use crate::view::Store;
@@ -154,12 +154,12 @@ pub(crate) fn reclaim(
         (root.at.segment, root.record.prev_root.map(|p| p.segment))
     };
     // Also never touched: segments holding pages an open replay table
-    // references (it records them by location; see `Writer::pinned`).
+    // references (it records them by location; see `Writer::pins`).
     let protected: BTreeSet<u64> = [Some(w.log.active_segment()), Some(root_segment)]
         .into_iter()
         .chain([prev_segment])
         .flatten()
-        .chain(w.pinned.keys().map(|l| l.segment))
+        .chain(w.pins.segments())
         .collect();
     if use_catalog {
         if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
@@ -355,17 +355,9 @@ fn append_copies(
         // Checked: a damaged entry is not copied into a fresh segment
         // where it would look sound.
         let payload = store.segments.payload(&maps, e, true)?;
-        let header = EntryHeader {
-            kind: e.kind,
-            dtype: e.dtype,
-            seq: 0,
-            payload_len: e.len,
-            payload_crc: e.crc,
-            key: e.stored_key.clone(),
-            shape: e.shape.clone(),
-        };
-        let at = w.log.append(header, payload)?;
-        moved.insert(e.at, EntryRef { at, ..e.clone() });
+        let mut header = e.header();
+        let at = w.log.append(&mut header, payload)?;
+        moved.insert(e.at, EntryRef::from_header(at, header));
     }
     let mut relocated = BTreeMap::new();
     for (step, at, m) in &live.steps {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
-use crate::format::{Kind, Location};
+use crate::format::{EntryHeader, Kind, Location};
 
 /// Where an entry's bytes are and what they are, as a manifest names them.
 ///
@@ -34,6 +34,32 @@ pub(crate) struct EntryRef {
 }
 
 impl EntryRef {
+    /// The reference to the entry at `at` whose header is `header`.
+    pub(crate) fn from_header(at: Location, header: EntryHeader) -> EntryRef {
+        EntryRef {
+            at,
+            kind: header.kind,
+            dtype: header.dtype,
+            shape: header.shape,
+            len: header.payload_len,
+            crc: header.payload_crc,
+            stored_key: header.key,
+        }
+    }
+
+    /// The header the referenced entry was written with (sequence number
+    /// aside), to write the same entry again elsewhere.
+    pub(crate) fn header(&self) -> EntryHeader {
+        EntryHeader::new(
+            self.kind,
+            self.dtype,
+            self.stored_key.clone(),
+            self.shape.clone(),
+            self.len,
+            self.crc,
+        )
+    }
+
     /// Bytes the referenced entry takes on disk.
     pub fn disk_size(&self) -> u64 {
         crate::format::entry_size(self.stored_key.len(), self.shape.len(), self.len)

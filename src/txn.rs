@@ -24,10 +24,11 @@ use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind, Location, MAX_PAYLOAD_LEN};
 use crate::key::validate_metric;
-use crate::log::read::CommittedEnd;
+use crate::log::pins::PinSet;
 use crate::log::write::Mark;
 use crate::put::{array_put, check_rank, to_json, Put};
 use crate::record::{now_ms, EntryRef, Manifest, ReplayTableState};
+use crate::replay::sink::{EntrySink, RecordedTable};
 use crate::snapshot::StepInfo;
 use crate::trainer::PendingStep;
 use crate::writer::{RootChange, Writer};
@@ -40,7 +41,7 @@ pub struct StepTx<'db> {
     step: u64,
     entries: BTreeMap<String, EntryRef>,
     metrics: BTreeMap<String, f64>,
-    pub(crate) replay: BTreeMap<String, ReplayTableState>,
+    replay: BTreeMap<String, ReplayTableState>,
     dropped: BTreeSet<u64>,
     new_bytes: u64,
     mark: Mark,
@@ -95,11 +96,6 @@ impl<'db> StepTx<'db> {
     /// The step this transaction commits.
     pub fn step(&self) -> u64 {
         self.step
-    }
-
-    /// The writer this transaction holds.
-    pub(crate) fn writer_mut(&mut self) -> &mut Writer {
-        &mut self.w
     }
 
     /// Puts raw bytes under `key`.
@@ -189,11 +185,23 @@ impl<'db> StepTx<'db> {
         Ok(())
     }
 
+    /// Names a recorded replay table in the step (replacing an earlier
+    /// state of it) and counts the page bytes it is the first to name.
+    pub(crate) fn insert_replay(&mut self, t: RecordedTable) {
+        self.new_bytes += t.new_bytes;
+        self.replay.insert(t.name, t.state);
+    }
+
+    /// Removes replay table `name` from the step; whether it was there.
+    pub(crate) fn remove_replay_state(&mut self, name: &str) -> bool {
+        self.replay.remove(name).is_some()
+    }
+
     /// Writes an entry of this transaction (or finds a committed duplicate)
     /// and returns its reference, without naming it in the step. The key is
     /// not checked as a user key: internal entries (replay pages and state)
     /// use their own.
-    pub(crate) fn write_entry(
+    fn write_entry(
         &mut self,
         key: &str,
         kind: Kind,
@@ -214,44 +222,17 @@ impl<'db> StepTx<'db> {
         if let Some(e) = self.find_duplicate(kind, dtype, &shape, payload, crc)? {
             return Ok(e);
         }
-        let header = EntryHeader {
+        let mut header = EntryHeader::new(
             kind,
             dtype,
-            seq: 0,
-            payload_len: payload.len() as u64,
-            payload_crc: crc,
-            key: key.to_owned(),
-            shape: shape.clone(),
-        };
-        let at = self.w.log.append(header, payload)?;
-        self.new_bytes += payload.len() as u64;
-        Ok(EntryRef {
-            at,
-            kind,
-            dtype,
+            key.to_owned(),
             shape,
-            len: payload.len() as u64,
+            payload.len() as u64,
             crc,
-            stored_key: key.to_owned(),
-        })
-    }
-
-    /// Counts `n` payload bytes this step is the first to commit although
-    /// they were appended outside the transaction (full replay pages).
-    pub(crate) fn count_new_bytes(&mut self, n: u64) {
-        self.new_bytes += n;
-    }
-
-    /// The database this transaction commits to.
-    pub(crate) fn db(&self) -> &'db Db {
-        self.db
-    }
-
-    /// Where the log ended when the transaction began: bytes below it are
-    /// committed or pinned (see `crate::mmap`), bytes above it may still be
-    /// cut back by a rollback.
-    pub(crate) fn begin_position(&self) -> (u64, u64) {
-        self.mark.position()
+        );
+        let at = self.w.log.append(&mut header, payload)?;
+        self.new_bytes += payload.len() as u64;
+        Ok(EntryRef::from_header(at, header))
     }
 
     /// A committed live entry with exactly this content, if there is one.
@@ -297,7 +278,7 @@ impl<'db> StepTx<'db> {
     fn candidate(
         &self,
         at: Location,
-        committed: CommittedEnd,
+        committed: Location,
         kind: Kind,
         dtype: Option<DType>,
         shape: &[u64],
@@ -314,15 +295,10 @@ impl<'db> StepTx<'db> {
         {
             return None;
         }
-        let e = EntryRef {
-            at,
-            kind,
-            dtype,
-            shape: shape.to_vec(),
-            len: payload.len() as u64,
-            crc,
-            stored_key: header.key,
-        };
+        if header.payload_len != payload.len() as u64 {
+            return None;
+        }
+        let e = EntryRef::from_header(at, header);
         let maps = segs.map_all(std::iter::once(&e), committed).ok()?;
         let stored = segs.payload(&maps, &e, false).ok()?;
         (stored == payload).then_some(e)
@@ -372,5 +348,34 @@ impl Drop for StepTx<'_> {
             // uncommitted bytes off instead.
             let _ = self.w.log.rollback(self.mark);
         }
+    }
+}
+
+impl EntrySink for StepTx<'_> {
+    fn db(&self) -> &Db {
+        self.db
+    }
+
+    fn begin_position(&self) -> Location {
+        self.mark.position()
+    }
+
+    fn recorded(&self, name: &str) -> Option<&ReplayTableState> {
+        self.replay.get(name)
+    }
+
+    fn write_entry(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        dtype: Option<DType>,
+        shape: Vec<u64>,
+        payload: &[u8],
+    ) -> Result<EntryRef> {
+        StepTx::write_entry(self, key, kind, dtype, shape, payload)
+    }
+
+    fn pins(&mut self) -> &mut PinSet {
+        &mut self.w.pins
     }
 }

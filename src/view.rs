@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Kind, Location};
-use crate::log::read::{CommittedEnd, Segments};
+use crate::log::read::Segments;
 use crate::log::{segment_path, FoundRoot};
 use crate::record::{CommitRecord, EntryRef, Manifest};
 
@@ -46,8 +46,8 @@ impl View {
         self.root.as_ref().map(|r| &r.record)
     }
 
-    pub(crate) fn committed(&self) -> Option<CommittedEnd> {
-        self.root.as_ref().map(CommittedEnd::of)
+    pub(crate) fn committed(&self) -> Option<Location> {
+        self.root.as_ref().map(FoundRoot::committed_end)
     }
 
     /// Where the manifest of live step `step` is.
@@ -99,7 +99,7 @@ impl Store<'_> {
 
     /// Reads the manifest stored at `at` (inline in a commit record, or a
     /// manifest entry written by compaction).
-    pub(crate) fn load_manifest(&self, at: Location, committed: CommittedEnd) -> Result<Manifest> {
+    pub(crate) fn load_manifest(&self, at: Location, committed: Location) -> Result<Manifest> {
         let path = segment_path(self.segments.log_dir(), at.segment);
         // Map far enough to hold the header, then the whole entry.
         let probe = self.segments.map(at.segment, at.offset + 64, committed)?;
@@ -113,21 +113,14 @@ impl Store<'_> {
                 "manifest over the size limit",
             ));
         }
-        let e = EntryRef {
-            at,
-            kind: header.kind,
-            dtype: header.dtype,
-            shape: header.shape.clone(),
-            len: header.payload_len,
-            crc: header.payload_crc,
-            stored_key: header.key.clone(),
-        };
+        let kind = header.kind;
+        let e = EntryRef::from_header(at, header);
         let maps = self.segments.map_all(std::iter::once(&e), committed)?;
         let bytes = self.segments.payload(&maps, &e, true)?;
         let bad = |err: postcard::Error| {
             Error::corruption(&path, at.offset, format!("manifest does not decode: {err}"))
         };
-        match header.kind {
+        match kind {
             Kind::Commit => CommitRecord::decode(bytes)
                 .map_err(bad)?
                 .step

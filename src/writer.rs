@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::catalog::{Catalog, CatalogRoot, StepChange};
 use crate::error::{Error, Result};
 use crate::format::{entry_size, Kind, Location};
+use crate::log::pins::PinSet;
 use crate::log::write::LogWriter;
 use crate::log::FoundRoot;
 use crate::record::{now_ms, CommitRecord, LiveStep, Manifest};
@@ -52,13 +53,13 @@ pub(crate) struct Relocated {
 pub(crate) struct Writer {
     pub log: LogWriter,
     pub catalog: Option<Catalog>,
-    /// Entries an open replay table references (its full pages), with the
-    /// number of tables holding each. Space reclamation neither deletes nor
-    /// moves a segment holding one: a table records its pages by location at
-    /// its next commit, so they must stay where the table knows them to be,
-    /// whether or not a root names them yet. Tables add and release their
-    /// pins (`crate::replay`).
-    pub pinned: std::collections::BTreeMap<Location, u32>,
+    /// Entries an open replay table references (its full pages). Space
+    /// reclamation neither deletes nor moves a segment holding one: a table
+    /// records its pages by location at its next commit, so they must stay
+    /// where the table knows them to be, whether or not a root names them
+    /// yet. Tables and their captures add and release their pins
+    /// (`crate::replay`).
+    pub pins: PinSet,
     _lock: WriterLock,
 }
 
@@ -116,7 +117,7 @@ impl Writer {
         Writer {
             log,
             catalog: Some(catalog),
-            pinned: BTreeMap::new(),
+            pins: PinSet::default(),
             _lock: lock,
         }
     }

@@ -132,6 +132,27 @@ pub(crate) fn entry_size(key_len: usize, rank: usize, payload_len: u64) -> Optio
 }
 
 impl EntryHeader {
+    /// The header of a new entry; the log numbers it (`seq`) when it
+    /// appends it.
+    pub(crate) fn new(
+        kind: Kind,
+        dtype: Option<DType>,
+        key: String,
+        shape: Vec<u64>,
+        payload_len: u64,
+        payload_crc: u32,
+    ) -> EntryHeader {
+        EntryHeader {
+            kind,
+            dtype,
+            seq: 0,
+            payload_len,
+            payload_crc,
+            key,
+            shape,
+        }
+    }
+
     /// Header length, variable part included.
     pub fn header_len(&self) -> usize {
         ENTRY_FIXED_LEN + self.key.len() + 8 * self.shape.len()

@@ -37,7 +37,9 @@ pub(crate) fn align_up(n: u64) -> Option<u64> {
     n.checked_add(ALIGN - 1).map(|v| v & !(ALIGN - 1))
 }
 
-/// Where an entry starts: a segment and a byte offset in it.
+/// A position in the log: a segment and a byte offset in it. Where an entry
+/// starts, and also where the committed bytes or a transaction's mark end.
+/// Positions order as the log does: by segment, then by offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Location {
     /// The segment's number (its file name).

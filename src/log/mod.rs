@@ -3,6 +3,7 @@
 
 pub(crate) mod background;
 pub(crate) mod crc;
+pub(crate) mod pins;
 pub(crate) mod read;
 pub(crate) mod recover;
 pub(crate) mod write;
@@ -66,4 +67,15 @@ pub(crate) struct FoundRoot {
     /// End of the commit record's entry (where the next entry goes).
     pub end: u64,
     pub record: crate::record::CommitRecord,
+}
+
+impl FoundRoot {
+    /// How far committed data reaches as of this root: the end of its
+    /// record. Every byte before it in the log is committed; nothing after.
+    pub(crate) fn committed_end(&self) -> Location {
+        Location {
+            segment: self.at.segment,
+            offset: self.end,
+        }
+    }
 }

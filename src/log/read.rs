@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::crc::payload_crc32;
-use super::{segment_path, FoundRoot};
+use super::segment_path;
 use crate::error::{Error, Result};
 use crate::format::{EntryHeader, Location};
 use crate::mmap::Mapping;
@@ -19,24 +19,6 @@ use crate::record::EntryRef;
 
 /// Maps of the segments a set of entries lives in.
 pub(crate) type SegmentMaps = BTreeMap<u64, Arc<Mapping>>;
-
-/// How far committed data reaches, as of one root.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CommittedEnd {
-    /// The root's segment.
-    pub segment: u64,
-    /// End of the root record in it.
-    pub end: u64,
-}
-
-impl CommittedEnd {
-    pub(crate) fn of(root: &FoundRoot) -> CommittedEnd {
-        CommittedEnd {
-            segment: root.at.segment,
-            end: root.end,
-        }
-    }
-}
 
 /// Shared map cache and the set of payloads already checked.
 #[derive(Debug)]
@@ -60,12 +42,7 @@ impl Segments {
     }
 
     /// A map of `segment` covering at least `[0, need)`.
-    pub(crate) fn map(
-        &self,
-        segment: u64,
-        need: u64,
-        committed: CommittedEnd,
-    ) -> Result<Arc<Mapping>> {
+    pub(crate) fn map(&self, segment: u64, need: u64, committed: Location) -> Result<Arc<Mapping>> {
         let path = segment_path(&self.log_dir, segment);
         if let Some(m) = self.lock_maps().get(&segment) {
             if m.len() >= need {
@@ -77,7 +54,7 @@ impl Segments {
                 .map_err(|e| Error::io("stat", &path, e))?
                 .len()
         } else if segment == committed.segment {
-            committed.end
+            committed.offset
         } else {
             return Err(Error::corruption(&path, 0, "entry lies beyond the root"));
         };
@@ -118,7 +95,7 @@ impl Segments {
     pub(crate) fn map_all<'a>(
         &self,
         entries: impl Iterator<Item = &'a EntryRef>,
-        committed: CommittedEnd,
+        committed: Location,
     ) -> Result<SegmentMaps> {
         let mut need: BTreeMap<u64, u64> = BTreeMap::new();
         for e in entries {

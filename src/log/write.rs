@@ -40,9 +40,12 @@ pub(crate) struct Mark {
 }
 
 impl Mark {
-    /// The segment and offset where the log ended when the mark was taken.
-    pub(crate) fn position(&self) -> (u64, u64) {
-        (self.segment, self.pos)
+    /// Where the log ended when the mark was taken.
+    pub(crate) fn position(&self) -> Location {
+        Location {
+            segment: self.segment,
+            offset: self.pos,
+        }
     }
 }
 
@@ -238,8 +241,11 @@ impl LogWriter {
 
     /// The active segment and the logical end of the log in it (buffered
     /// bytes included; [`LogWriter::flush`] puts them in the file).
-    pub(crate) fn position(&self) -> (u64, u64) {
-        (self.active_id, self.pos)
+    pub(crate) fn position(&self) -> Location {
+        Location {
+            segment: self.active_id,
+            offset: self.pos,
+        }
     }
 
     /// Writes buffered bytes to the file without syncing, so that a map can
@@ -319,13 +325,14 @@ impl LogWriter {
 
     /// Appends one entry and returns where it starts. `payload_crc` is the
     /// crc32 of `payload`, which the caller computed (it needs it for dedup).
-    pub(crate) fn append(&mut self, mut header: EntryHeader, payload: &[u8]) -> Result<Location> {
+    /// The log numbers `header` (its `seq`), so the caller can keep it.
+    pub(crate) fn append(&mut self, header: &mut EntryHeader, payload: &[u8]) -> Result<Location> {
         debug_assert_eq!(header.payload_len, payload.len() as u64);
         // Only a write waits for the background job (`flush_buf`,
         // `dispatch`): a buffered entry does not, so a buffer fills while
         // the previous one is written.
         self.check()?;
-        let at = self.begin_entry(&mut header)?;
+        let at = self.begin_entry(header)?;
         if payload.len() >= DIRECT_WRITE {
             self.flush_buf()?;
             if let Err(e) = self.active.write_at(self.buf_at, payload) {
@@ -336,7 +343,7 @@ impl LogWriter {
         } else {
             self.buf.extend_from_slice(payload);
         }
-        self.end_entry(at, &header)
+        self.end_entry(at, header)
     }
 
     /// Like [`LogWriter::append`], but the entry is only queued for the
@@ -346,16 +353,16 @@ impl LogWriter {
     /// poisons the writer then. The payload is shared, not copied.
     pub(crate) fn append_shared(
         &mut self,
-        mut header: EntryHeader,
+        header: &mut EntryHeader,
         payload: &Arc<Vec<u8>>,
     ) -> Result<Location> {
         debug_assert_eq!(header.payload_len, payload.len() as u64);
         self.check()?;
-        let at = self.begin_entry(&mut header)?;
+        let at = self.begin_entry(header)?;
         self.queue(PieceBytes::Owned(self.buf.clone()));
         self.buf.clear();
         self.queue(PieceBytes::Shared(Arc::clone(payload)));
-        self.end_entry(at, &header)
+        self.end_entry(at, header)
     }
 
     /// Numbers `header`, rolls to a new segment if the entry does not fit
@@ -400,16 +407,15 @@ impl LogWriter {
                 payload.len()
             )));
         }
-        let header = EntryHeader {
+        let mut header = EntryHeader::new(
             kind,
-            dtype: None,
-            seq: 0,
-            payload_len: payload.len() as u64,
-            payload_crc: crc32fast::hash(payload),
-            key: String::new(),
-            shape: Vec::new(),
-        };
-        self.append(header, payload)
+            None,
+            String::new(),
+            Vec::new(),
+            payload.len() as u64,
+            crc32fast::hash(payload),
+        );
+        self.append(&mut header, payload)
     }
 
     /// Makes everything appended so far durable.

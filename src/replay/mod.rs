@@ -86,6 +86,7 @@ mod packed;
 mod ring;
 mod sample;
 mod schema;
+pub(crate) mod sink;
 mod sumtree;
 mod table;
 
@@ -187,128 +188,99 @@ pub struct ReplayView {
     ring: Ring,
 }
 
-/// The reading and sampling methods shared by [`ReplayTable`] and
-/// [`ReplayView`].
-macro_rules! read_api {
-    () => {
-        /// The table's name.
-        pub fn name(&self) -> &str {
-            &self.ring.name
-        }
-
-        /// The table's schema.
-        pub fn schema(&self) -> &Schema {
-            &self.ring.schema
-        }
-
-        /// Capacity, page size and priority exponent.
-        pub fn options(&self) -> ReplayOptions {
-            self.ring.opts
-        }
-
-        /// Transitions the ring holds at most.
-        pub fn capacity(&self) -> u64 {
-            self.ring.capacity()
-        }
-
-        /// Transitions the table holds now (`min(total_inserted, capacity)`).
-        pub fn len(&self) -> u64 {
-            self.ring.len()
-        }
-
-        /// True when no transition was ever pushed.
-        pub fn is_empty(&self) -> bool {
-            self.ring.len() == 0
-        }
-
-        /// Transitions ever pushed, overwritten ones included.
-        pub fn total_inserted(&self) -> u64 {
-            self.ring.total
-        }
-
-        /// The `i`-th transition held, oldest first (`0..len()`).
-        pub fn get(&self, i: u64) -> Result<Row<'_>> {
-            let slot = self.ring.slot_of(i).ok_or_else(|| {
-                Error::invalid(format!(
-                    "row {i} of replay table {:?}, which holds {}",
-                    self.ring.name,
-                    self.ring.len()
-                ))
-            })?;
-            self.get_slot(slot)
-        }
-
-        /// The transition in ring slot `slot` (`0..len()`).
-        pub fn get_slot(&self, slot: u64) -> Result<Row<'_>> {
-            let serial = self.ring.serial_at(slot).ok_or_else(|| {
-                Error::invalid(format!(
-                    "slot {slot} of replay table {:?}, which holds {}",
-                    self.ring.name,
-                    self.ring.len()
-                ))
-            })?;
-            Ok(Row {
-                schema: &self.ring.schema,
-                table: &self.ring.name,
-                bytes: self.ring.row_checked(slot)?,
-                index: SampleIndex { slot, serial },
-            })
-        }
-
-        /// The priority weight `p^α` of `slot` (prioritized tables), as the
-        /// sum-tree holds it.
-        pub fn priority_weight(&self, slot: u64) -> Option<f64> {
-            let t = self.ring.prio.as_ref()?;
-            (slot < self.ring.len()).then(|| t.get(slot as usize) as f64)
-        }
-
-        /// `n` rows drawn uniformly with replacement.
-        pub fn sample_uniform<R: Rng + ?Sized>(&self, rng: &mut R, n: usize) -> Result<Batch> {
-            sample::uniform(&self.ring, rng, n)
-        }
-
-        /// `n` distinct rows drawn uniformly (without replacement); more
-        /// than `len()` is an error.
-        pub fn sample_uniform_distinct<R: Rng + ?Sized>(
-            &self,
-            rng: &mut R,
-            n: usize,
-        ) -> Result<Batch> {
-            sample::uniform_distinct(&self.ring, rng, n)
-        }
-
-        /// `n` rows drawn with probability `p^α / Σ p^α` (with replacement),
-        /// with importance weights `(N·P(i))^-β` divided by their largest
-        /// possible value (see [`Batch::weights`]).
-        pub fn sample_prioritized<R: Rng + ?Sized>(
-            &self,
-            rng: &mut R,
-            n: usize,
-            beta: f64,
-        ) -> Result<Batch> {
-            sample::prioritized(&self.ring, rng, n, beta)
-        }
-    };
-}
-
 impl ReplayView {
-    read_api!();
-}
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.ring.name
+    }
 
-impl ReplayTable<'_> {
-    read_api!();
+    /// The table's schema.
+    pub fn schema(&self) -> &Schema {
+        &self.ring.schema
+    }
 
-    /// Sets the priorities of sampled transitions. An index whose slot has
-    /// been overwritten since it was sampled is ignored; returns how many
-    /// priorities were set. A priority must be finite and > 0; new
-    /// transitions get the largest priority set so far (1 at first).
-    pub fn update_priorities(
-        &mut self,
-        indices: &[SampleIndex],
-        priorities: &[f64],
-    ) -> Result<usize> {
-        let items: Vec<(u64, u64)> = indices.iter().map(|i| (i.slot, i.serial)).collect();
-        self.ring.update_priorities(&items, priorities)
+    /// Capacity, page size and priority exponent.
+    pub fn options(&self) -> ReplayOptions {
+        self.ring.opts
+    }
+
+    /// Transitions the ring holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.ring.capacity()
+    }
+
+    /// Transitions the table holds now (`min(total_inserted, capacity)`).
+    pub fn len(&self) -> u64 {
+        self.ring.len()
+    }
+
+    /// True when no transition was ever pushed.
+    pub fn is_empty(&self) -> bool {
+        self.ring.len() == 0
+    }
+
+    /// Transitions ever pushed, overwritten ones included.
+    pub fn total_inserted(&self) -> u64 {
+        self.ring.total
+    }
+
+    /// The `i`-th transition held, oldest first (`0..len()`).
+    pub fn get(&self, i: u64) -> Result<Row<'_>> {
+        let slot = self.ring.slot_of(i).ok_or_else(|| {
+            Error::invalid(format!(
+                "row {i} of replay table {:?}, which holds {}",
+                self.ring.name,
+                self.ring.len()
+            ))
+        })?;
+        self.get_slot(slot)
+    }
+
+    /// The transition in ring slot `slot` (`0..len()`).
+    pub fn get_slot(&self, slot: u64) -> Result<Row<'_>> {
+        let serial = self.ring.serial_at(slot).ok_or_else(|| {
+            Error::invalid(format!(
+                "slot {slot} of replay table {:?}, which holds {}",
+                self.ring.name,
+                self.ring.len()
+            ))
+        })?;
+        Ok(Row {
+            schema: &self.ring.schema,
+            table: &self.ring.name,
+            bytes: self.ring.row_checked(slot)?,
+            index: SampleIndex { slot, serial },
+        })
+    }
+
+    /// The priority weight `p^α` of `slot` (prioritized tables), as the
+    /// sum-tree holds it.
+    pub fn priority_weight(&self, slot: u64) -> Option<f64> {
+        let t = self.ring.prio.as_ref()?;
+        (slot < self.ring.len()).then(|| t.get(slot as usize) as f64)
+    }
+
+    /// `n` rows drawn uniformly with replacement.
+    pub fn sample_uniform<R: Rng + ?Sized>(&self, rng: &mut R, n: usize) -> Result<Batch> {
+        sample::uniform(&self.ring, rng, n)
+    }
+
+    /// `n` distinct rows drawn uniformly (without replacement); more
+    /// than `len()` is an error.
+    pub fn sample_uniform_distinct<R: Rng + ?Sized>(&self, rng: &mut R, n: usize) -> Result<Batch> {
+        sample::uniform_distinct(&self.ring, rng, n)
+    }
+
+    /// `n` rows drawn with probability `p^α / Σ p^α` (with replacement),
+    /// with importance weights `(N·P(i))^-β` divided by their largest
+    /// possible value (see [`Batch::weights`]).
+    pub fn sample_prioritized<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        n: usize,
+        beta: f64,
+    ) -> Result<Batch> {
+        sample::prioritized(&self.ring, rng, n, beta)
     }
 }
 
@@ -364,12 +336,14 @@ impl StepTx<'_> {
     /// [module documentation](crate::replay)). Call it again after more
     /// pushes to record the newer state.
     pub fn put_replay(&mut self, table: &mut ReplayTable<'_>) -> Result<()> {
-        table.record(self)
+        let recorded = table.record(self)?;
+        self.insert_replay(recorded);
+        Ok(())
     }
 
     /// Removes replay table `name` from this step (inherited from the
     /// parent). Returns whether it was there.
     pub fn remove_replay(&mut self, name: &str) -> bool {
-        self.replay.remove(name).is_some()
+        self.remove_replay_state(name)
     }
 }

@@ -64,17 +64,19 @@ use std::sync::Arc;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::format::{EntryHeader, Kind};
+use crate::format::{EntryHeader, Kind, Location};
+use crate::log::pins::PinSet;
 use crate::log::segment_path;
 use crate::mmap::Mapping;
 use crate::record::{EntryRef, ReplayPart, ReplayTableState};
-use crate::txn::StepTx;
 use crate::writer::Writer;
 use crate::DType;
 
 use super::packed::{copy, BoolBytes, RowPlan};
 use super::ring::{payload_offset, Page, Refused, Ring};
 use super::schema::{match_fields, Field, ReplayOptions, Schema, StoredMeta};
+use super::sink::{EntrySink, RecordedTable};
+use super::{ReplayView, SampleIndex};
 
 /// Bytes of file one window map starts from.
 const WINDOW: u64 = 16 << 20;
@@ -88,7 +90,9 @@ const SPARE_BATCHES: usize = 3;
 /// stored as pages in the log. See the [module documentation](crate::replay).
 pub struct ReplayTable<'db> {
     db: &'db Db,
-    pub(crate) ring: Ring,
+    /// The ring and its read methods, which the table offers as its own
+    /// (see the `Deref` below).
+    view: ReplayView,
     /// Map index of each pinned window, by (segment, window number).
     windows: HashMap<(u64, u64), u32>,
     /// Pending bytes that make a batch ([`ReplayOptions::write_batch`]).
@@ -96,11 +100,11 @@ pub struct ReplayTable<'db> {
     /// Bytes of the `Page::Pending` pages.
     pending_bytes: usize,
     /// The locations this table holds in the writer's pin set.
-    pins: std::collections::BTreeSet<crate::format::Location>,
+    pins: std::collections::BTreeSet<Location>,
     /// Pages appended as `Page::Held`, oldest first, with where they were
     /// appended (a page overwritten since may be listed twice, or be held
     /// no more, or be held at another location).
-    held: Vec<(usize, crate::format::Location)>,
+    held: Vec<(usize, Location)>,
     /// Buffers of pages mapped since, reused as fill buffers.
     spare: Vec<Vec<u8>>,
     /// The bool bytes of a packed row (checked by
@@ -144,21 +148,14 @@ fn not_a_bool() -> Error {
     Error::invalid("a bool field holds a byte other than 0 or 1")
 }
 
-/// The first location a rollback of the current transaction could cut.
-fn pinned_location(pinned: (u64, u64)) -> crate::format::Location {
-    crate::format::Location {
-        segment: pinned.0,
-        offset: pinned.1,
-    }
-}
-
 impl std::fmt::Debug for ReplayTable<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayTable")
-            .field("ring", &self.ring)
+            .field("ring", &self.view.ring)
             .field(
                 "pending_pages",
                 &self
+                    .view
                     .ring
                     .pages
                     .iter()
@@ -227,7 +224,7 @@ impl<'db> ReplayTable<'db> {
         let plan = RowPlan::of(&ring.schema);
         let mut table = ReplayTable {
             db,
-            ring,
+            view: ReplayView { ring },
             windows: HashMap::new(),
             write_batch: opts.write_batch_bytes(),
             pending_bytes: 0,
@@ -243,7 +240,7 @@ impl<'db> ReplayTable<'db> {
         // record; a page whose segment a compaction deletes in between is
         // written again by the next record (`take_back_reclaimed_pages`).
         if let Some(mut w) = db.try_lock_writer()? {
-            table.sync_pins(&mut w);
+            table.sync_pins(&mut w.pins);
         }
         Ok(table)
     }
@@ -253,10 +250,11 @@ impl<'db> ReplayTable<'db> {
     /// wrong shape is an error and leaves the table unchanged.
     pub fn push(&mut self, row: &[Field<'_>]) -> Result<()> {
         let plan = &self.plan;
-        let full = match self.ring.push_rows(1, |slot| plan.write(row, slot)) {
+        let full = match self.view.ring.push_rows(1, |slot| plan.write(row, slot)) {
             Err(Refused::Rejected) => {
-                let (parts, _) = match_fields(&self.ring.name, &self.ring.schema, row, false)?;
-                self.ring.push_rows(1, |slot| {
+                let (parts, _) =
+                    match_fields(&self.view.ring.name, &self.view.ring.schema, row, false)?;
+                self.view.ring.push_rows(1, |slot| {
                     let mut at = 0;
                     for p in &parts {
                         if let Some(to) = slot.get_mut(at..at + p.len()) {
@@ -281,8 +279,9 @@ impl<'db> ReplayTable<'db> {
     /// [`Field::vector`] for a column of scalars). Checked in full before
     /// anything is pushed.
     pub fn push_batch(&mut self, columns: &[Field<'_>]) -> Result<()> {
-        let (parts, rows) = match_fields(&self.ring.name, &self.ring.schema, columns, true)?;
-        let schema = &self.ring.schema;
+        let (parts, rows) =
+            match_fields(&self.view.ring.name, &self.view.ring.schema, columns, true)?;
+        let schema = &self.view.ring.schema;
         let rs = schema.row_size();
         let layout: Vec<(usize, usize)> = (0..parts.len())
             .map(|i| (schema.offset(i), schema.size(i)))
@@ -292,8 +291,8 @@ impl<'db> ReplayTable<'db> {
         // a dispatch on the field's size for every field of every row.
         let mut done = 0;
         while done < rows {
-            let n = self.ring.rows_left_in_page().min(rows - done);
-            let full = self.ring.push_rows(n, |region| {
+            let n = self.view.ring.rows_left_in_page().min(rows - done);
+            let full = self.view.ring.push_rows(n, |region| {
                 for (part, &(offset, size)) in parts.iter().zip(&layout) {
                     let column = part.get(done * size..(done + n) * size).unwrap_or_default();
                     scatter(region, rs, offset, size, column);
@@ -315,13 +314,13 @@ impl<'db> ReplayTable<'db> {
     /// and leaves the table unchanged.
     #[inline]
     pub fn push_bytes(&mut self, row: &[u8]) -> Result<()> {
-        if row.len() != self.ring.row_size() {
+        if row.len() != self.view.ring.row_size() {
             return Err(self.wrong_row_size(row.len()));
         }
         if !self.bool_bytes.valid(row) {
             return Err(not_a_bool());
         }
-        let full = self.ring.push_rows(1, |slot| {
+        let full = self.view.ring.push_rows(1, |slot| {
             copy(slot, row);
             true
         });
@@ -338,15 +337,15 @@ impl<'db> ReplayTable<'db> {
     fn refused(&self, why: Refused) -> Error {
         Error::invalid(format!(
             "replay table {:?}: the page being filled refused checked rows ({why:?})",
-            self.ring.name
+            self.view.ring.name
         ))
     }
 
     #[cold]
     fn wrong_row_size(&self, len: usize) -> Error {
         Error::ShapeMismatch {
-            what: format!("packed row of replay table {:?}", self.ring.name),
-            expected: vec![self.ring.row_size() as u64],
+            what: format!("packed row of replay table {:?}", self.view.ring.name),
+            expected: vec![self.view.ring.row_size() as u64],
             actual: vec![len as u64],
         }
     }
@@ -357,7 +356,7 @@ impl<'db> ReplayTable<'db> {
     #[inline(never)]
     fn page_full(&mut self, k: usize) -> Result<()> {
         let spare = self.spare.pop().unwrap_or_default();
-        let bytes = self.ring.take_full_page(spare);
+        let bytes = self.view.ring.take_full_page(spare);
         // Checksummed now, while the page is in this core's cache, rather
         // than when its batch is handed over, which the background thread
         // waits for.
@@ -385,7 +384,7 @@ impl<'db> ReplayTable<'db> {
         if let Page::Pending { bytes, .. } = &page {
             self.pending_bytes += bytes.len();
         }
-        if let Some(Page::Pending { bytes, .. }) = self.ring.pages[k].replace(page) {
+        if let Some(Page::Pending { bytes, .. }) = self.view.ring.pages[k].replace(page) {
             self.pending_bytes -= bytes.len();
         }
     }
@@ -419,12 +418,12 @@ impl<'db> ReplayTable<'db> {
         // pinned.
         w.log.flush()?;
         let pinned = w.log.position();
-        for k in 0..self.ring.pages.len() {
+        for k in 0..self.view.ring.pages.len() {
             let Some(Page::Pending {
                 bytes,
                 crc,
                 written,
-            }) = &self.ring.pages[k]
+            }) = &self.view.ring.pages[k]
             else {
                 continue;
             };
@@ -447,9 +446,9 @@ impl<'db> ReplayTable<'db> {
     /// first (one remap of a window then covers every older page in it),
     /// and keeps their buffers for reuse. A page that fails to map stays
     /// held, readable from its buffer; it is mapped with the next batch.
-    fn map_held(&mut self, written: Vec<(usize, crate::format::Location)>) {
+    fn map_held(&mut self, written: Vec<(usize, Location)>) {
         for &(k, at) in written.iter().rev() {
-            let entry = match &self.ring.pages[k] {
+            let entry = match &self.view.ring.pages[k] {
                 Some(Page::Held { entry, .. }) if entry.at == at => entry.clone(),
                 _ => continue,
             };
@@ -458,7 +457,7 @@ impl<'db> ReplayTable<'db> {
                 continue;
             };
             let mapped = Page::Mapped { entry, map, start };
-            if let Some(Page::Held { bytes, .. }) = self.ring.pages[k].replace(mapped) {
+            if let Some(Page::Held { bytes, .. }) = self.view.ring.pages[k].replace(mapped) {
                 let kept: usize = self.spare.iter().map(Vec::capacity).sum();
                 let limit = SPARE_BATCHES * self.write_batch.max(bytes.len());
                 if let Ok(bytes) = Arc::try_unwrap(bytes) {
@@ -480,31 +479,22 @@ impl<'db> ReplayTable<'db> {
         bytes: &Arc<Vec<u8>>,
         crc: u32,
     ) -> Result<EntryRef> {
-        let rows = self.ring.rows_in_page(k);
-        let rs = self.ring.row_size() as u64;
-        let key = page_key(&self.ring.name, k);
-        let header = EntryHeader {
-            kind: Kind::ReplayPage,
-            dtype: Some(DType::U8),
-            seq: 0,
-            payload_len: bytes.len() as u64,
-            payload_crc: crc,
-            key: key.clone(),
-            shape: vec![rows, rs],
-        };
-        let at = w.log.append_shared(header, bytes)?;
-        if self.pins.insert(at) {
-            *w.pinned.entry(at).or_default() += 1;
-        }
-        Ok(EntryRef {
-            at,
-            kind: Kind::ReplayPage,
-            dtype: Some(DType::U8),
-            shape: vec![rows, rs],
-            len: bytes.len() as u64,
+        let rows = self.view.ring.rows_in_page(k);
+        let rs = self.view.ring.row_size() as u64;
+        let key = page_key(&self.view.ring.name, k);
+        let mut header = EntryHeader::new(
+            Kind::ReplayPage,
+            Some(DType::U8),
+            key,
+            vec![rows, rs],
+            bytes.len() as u64,
             crc,
-            stored_key: key,
-        })
+        );
+        let at = w.log.append_shared(&mut header, bytes)?;
+        if self.pins.insert(at) {
+            w.pins.pin(at);
+        }
+        Ok(EntryRef::from_header(at, header))
     }
 
     /// Maps the window holding `e`, which lies in pinned or committed bytes.
@@ -514,7 +504,7 @@ impl<'db> ReplayTable<'db> {
         let end = e.at.offset + payload_offset(e) + e.len;
         let need = end - win_start;
         if let Some(&i) = self.windows.get(&(e.at.segment, win)) {
-            if self.ring.maps[i as usize].len() >= need {
+            if self.view.ring.maps[i as usize].len() >= need {
                 return Ok((i, (e.at.offset + payload_offset(e) - win_start) as usize));
             }
         }
@@ -525,12 +515,12 @@ impl<'db> ReplayTable<'db> {
         );
         let i = match self.windows.get(&(e.at.segment, win)) {
             Some(&i) => {
-                self.ring.maps[i as usize] = m;
+                self.view.ring.maps[i as usize] = m;
                 i
             }
             None => {
-                self.ring.maps.push(m);
-                let i = (self.ring.maps.len() - 1) as u32;
+                self.view.ring.maps.push(m);
+                let i = (self.view.ring.maps.len() - 1) as u32;
                 self.windows.insert((e.at.segment, win), i);
                 i
             }
@@ -540,14 +530,16 @@ impl<'db> ReplayTable<'db> {
 
     /// The entry a transaction wrote for a pending page, if it now lies below
     /// `pinned` (no rollback can cut it any more) and holds exactly `bytes`.
-    fn adopt(&mut self, e: &EntryRef, bytes: &[u8], pinned: (u64, u64)) -> Option<Page> {
-        let end = e.at.offset + payload_offset(e) + e.len;
-        let below = e.at.segment < pinned.0 || (e.at.segment == pinned.0 && end <= pinned.1);
-        if !below {
+    fn adopt(&mut self, e: &EntryRef, bytes: &[u8], pinned: Location) -> Option<Page> {
+        let end = Location {
+            segment: e.at.segment,
+            offset: e.at.offset + payload_offset(e) + e.len,
+        };
+        if end > pinned {
             return None;
         }
         let (map, start) = self.map_pinned(e).ok()?;
-        let m = &self.ring.maps[map as usize];
+        let m = &self.view.ring.maps[map as usize];
         let header_at = start.checked_sub(payload_offset(e) as usize)?;
         let header = EntryHeader::decode(m.bytes().get(header_at..)?).ok()?;
         let same = header.kind == e.kind
@@ -564,8 +556,9 @@ impl<'db> ReplayTable<'db> {
 
     /// Makes this table's pins exactly the pages it references now: pins
     /// the new ones, releases those it no longer holds.
-    fn sync_pins(&mut self, w: &mut Writer) {
-        let now: std::collections::BTreeSet<crate::format::Location> = self
+    fn sync_pins(&mut self, pins: &mut PinSet) {
+        let now: std::collections::BTreeSet<Location> = self
+            .view
             .ring
             .pages
             .iter()
@@ -575,11 +568,8 @@ impl<'db> ReplayTable<'db> {
                 None => None,
             })
             .collect();
-        let gone: Vec<_> = self.pins.difference(&now).copied().collect();
-        for at in now.difference(&self.pins) {
-            *w.pinned.entry(*at).or_default() += 1;
-        }
-        unpin_all(w, gone);
+        pins.pin_all(now.difference(&self.pins).copied());
+        pins.release_all(self.pins.difference(&now).copied());
         self.pins = now;
     }
 
@@ -599,8 +589,8 @@ impl<'db> ReplayTable<'db> {
     /// transaction), so no compaction runs in between.
     fn take_back_reclaimed_pages(&mut self) -> Result<()> {
         let mut gone: HashMap<u64, bool> = HashMap::new();
-        for k in 0..self.ring.pages.len() {
-            let Some(Page::Mapped { entry, map, start }) = &self.ring.pages[k] else {
+        for k in 0..self.view.ring.pages.len() {
+            let Some(Page::Mapped { entry, map, start }) = &self.view.ring.pages[k] else {
                 continue;
             };
             let seg = entry.at.segment;
@@ -620,13 +610,13 @@ impl<'db> ReplayTable<'db> {
             if !deleted {
                 continue;
             }
-            let bytes: Vec<u8> = self.ring.maps[*map as usize]
+            let bytes: Vec<u8> = self.view.ring.maps[*map as usize]
                 .bytes()
                 .get(*start..*start + entry.len as usize)
                 .ok_or_else(|| {
                     Error::invalid(format!(
                         "replay table {:?}: page {k} lies outside its map",
-                        self.ring.name
+                        self.view.ring.name
                     ))
                 })?
                 .into();
@@ -639,19 +629,19 @@ impl<'db> ReplayTable<'db> {
     /// back. Writes the partial page and the priorities (a committed
     /// identical copy is shared instead) and any page still pending; full
     /// pages already in the log are only referenced.
-    pub(crate) fn record(&mut self, tx: &mut StepTx<'_>) -> Result<()> {
+    pub(crate) fn record(&mut self, tx: &mut impl EntrySink) -> Result<RecordedTable> {
         if !std::ptr::eq(tx.db(), self.db) {
             return Err(Error::invalid(format!(
                 "replay table {:?} belongs to another database",
-                self.ring.name
+                self.view.ring.name
             )));
         }
         self.take_back_reclaimed_pages()?;
         let pinned = tx.begin_position();
-        let name = self.ring.name.clone();
-        let rs = self.ring.row_size() as u64;
-        for k in 0..self.ring.pages.len() {
-            let Some(Page::Pending { bytes, written, .. }) = &self.ring.pages[k] else {
+        let name = self.view.ring.name.clone();
+        let rs = self.view.ring.row_size() as u64;
+        for k in 0..self.view.ring.pages.len() {
+            let Some(Page::Pending { bytes, written, .. }) = &self.view.ring.pages[k] else {
                 continue;
             };
             let bytes = bytes.clone();
@@ -661,7 +651,7 @@ impl<'db> ReplayTable<'db> {
                     continue;
                 }
             }
-            let rows = self.ring.rows_in_page(k);
+            let rows = self.view.ring.rows_in_page(k);
             let e = tx.write_entry(
                 &page_key(&name, k),
                 Kind::ReplayPage,
@@ -669,11 +659,12 @@ impl<'db> ReplayTable<'db> {
                 vec![rows, rs],
                 &bytes,
             )?;
-            if let Some(Page::Pending { written, .. }) = &mut self.ring.pages[k] {
+            if let Some(Page::Pending { written, .. }) = &mut self.view.ring.pages[k] {
                 *written = Some(e);
             }
         }
         let pages: Vec<Option<EntryRef>> = self
+            .view
             .ring
             .pages
             .iter()
@@ -683,22 +674,28 @@ impl<'db> ReplayTable<'db> {
                 None => None,
             })
             .collect();
-        self.sync_pins(tx.writer_mut());
-        let partial = (self.ring.fill_rows() > 0)
-            .then(|| (self.ring.fill_rows(), self.ring.fill.filled().to_vec()));
-        let side = self.ring.prio.as_ref().map(|t| {
-            let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
-            (self.ring.capacity(), bytes)
-        });
-        let small = SmallState {
-            name,
-            row_size: rs,
-            schema: self.ring.meta_bytes(),
-            ring: self.ring.ring_bytes(),
-            partial,
-            side,
-        };
-        small.record(tx, pages)
+        self.sync_pins(tx.pins());
+        self.small_state().record(tx, pages)
+    }
+
+    /// What a record writes besides the full pages, copied.
+    fn small_state(&self) -> SmallState {
+        SmallState {
+            name: self.view.ring.name.clone(),
+            row_size: self.view.ring.row_size() as u64,
+            schema: self.view.ring.meta_bytes(),
+            ring: self.view.ring.ring_bytes(),
+            partial: (self.view.ring.fill_rows() > 0).then(|| {
+                (
+                    self.view.ring.fill_rows(),
+                    self.view.ring.fill.filled().to_vec(),
+                )
+            }),
+            side: self.view.ring.prio.as_ref().map(|t| {
+                let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
+                (self.view.ring.capacity(), bytes)
+            }),
+        }
     }
 
     /// Everything [`ReplayTable::record`] puts in a step, owned, for a step
@@ -721,39 +718,25 @@ impl<'db> ReplayTable<'db> {
         let appended = self.append_pending(&mut w);
         self.map_held(written);
         appended?;
-        self.sync_pins(&mut w);
-        let mut pages = Vec::with_capacity(self.ring.pages.len());
-        for (k, p) in self.ring.pages.iter().enumerate() {
+        self.sync_pins(&mut w.pins);
+        let mut pages = Vec::with_capacity(self.view.ring.pages.len());
+        for (k, p) in self.view.ring.pages.iter().enumerate() {
             pages.push(match p {
                 Some(Page::Mapped { entry, .. } | Page::Held { entry, .. }) => Some(entry.clone()),
                 Some(Page::Pending { .. }) => {
                     return Err(Error::invalid(format!(
                         "replay table {:?}: page {k} could not be written before the step",
-                        self.ring.name
+                        self.view.ring.name
                     )))
                 }
                 None => None,
             });
         }
-        let pins: Vec<crate::format::Location> = pages.iter().flatten().map(|e| e.at).collect();
-        for at in &pins {
-            *w.pinned.entry(*at).or_default() += 1;
-        }
-        let rs = self.ring.row_size() as u64;
+        let pins: Vec<Location> = pages.iter().flatten().map(|e| e.at).collect();
+        w.pins.pin_all(pins.iter().copied());
         Ok(ReplayCapture {
             db: db as *const Db as usize,
-            small: SmallState {
-                name: self.ring.name.clone(),
-                row_size: rs,
-                schema: self.ring.meta_bytes(),
-                ring: self.ring.ring_bytes(),
-                partial: (self.ring.fill_rows() > 0)
-                    .then(|| (self.ring.fill_rows(), self.ring.fill.filled().to_vec())),
-                side: self.ring.prio.as_ref().map(|t| {
-                    let bytes: Vec<u8> = t.leaves().iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (self.ring.capacity(), bytes)
-                }),
-            },
+            small: self.small_state(),
             pages,
             pins,
         })
@@ -776,29 +759,31 @@ impl SmallState {
     /// Writes the partial page and the priorities (a committed identical
     /// copy is shared instead) and records the table, whose full pages are
     /// `pages`, in `tx`.
-    fn record(self, tx: &mut StepTx<'_>, pages: Vec<Option<EntryRef>>) -> Result<()> {
+    fn record(
+        self,
+        tx: &mut impl EntrySink,
+        pages: Vec<Option<EntryRef>>,
+    ) -> Result<RecordedTable> {
         let name = self.name;
         // Pages appended outside any transaction that no commit has named
         // yet are this step's new bytes (unless this transaction recorded
         // them already).
         let committed = tx.db().read_view().committed();
         let beyond = |e: &EntryRef| match committed {
-            Some(c) => (e.at.segment, e.at.offset) >= (c.segment, c.end),
+            Some(c) => e.at >= c,
             None => true,
         };
-        let already: std::collections::HashSet<crate::format::Location> = tx
-            .replay
-            .get(&name)
+        let already: std::collections::HashSet<Location> = tx
+            .recorded(&name)
             .map(|st| st.pages.iter().flatten().map(|e| e.at).collect())
             .unwrap_or_default();
         let pinned = tx.begin_position();
         let fresh: u64 = pages
             .iter()
             .flatten()
-            .filter(|e| beyond(e) && !already.contains(&e.at) && e.at < pinned_location(pinned))
+            .filter(|e| beyond(e) && !already.contains(&e.at) && e.at < pinned)
             .map(|e| e.len)
             .sum();
-        tx.count_new_bytes(fresh);
         let partial = match &self.partial {
             Some((rows, bytes)) => Some(tx.write_entry(
                 &ReplayPart::Partial.key(&name),
@@ -826,8 +811,11 @@ impl SmallState {
             side,
             ring: self.ring,
         };
-        tx.replay.insert(name, state);
-        Ok(())
+        Ok(RecordedTable {
+            name,
+            state,
+            new_bytes: fresh,
+        })
     }
 }
 
@@ -840,7 +828,7 @@ pub(crate) struct ReplayCapture {
     small: SmallState,
     pages: Vec<Option<EntryRef>>,
     /// Pins this capture holds in the writer's pin set.
-    pins: Vec<crate::format::Location>,
+    pins: Vec<Location>,
 }
 
 impl std::fmt::Debug for ReplayCapture {
@@ -855,15 +843,41 @@ impl std::fmt::Debug for ReplayCapture {
 impl ReplayCapture {
     /// Records the captured table in `tx` and releases the capture's pins
     /// (the transaction holds the writer until its root names the pages).
-    pub(crate) fn record(self, tx: &mut StepTx<'_>) -> Result<()> {
+    pub(crate) fn record(self, tx: &mut impl EntrySink) -> Result<RecordedTable> {
         if tx.db() as *const Db as usize != self.db {
             return Err(Error::invalid(format!(
                 "replay table {:?} belongs to another database",
                 self.small.name
             )));
         }
-        unpin_all(tx.writer_mut(), self.pins);
+        tx.pins().release_all(self.pins);
         self.small.record(tx, self.pages)
+    }
+}
+
+impl ReplayTable<'_> {
+    /// Sets the priorities of sampled transitions. An index whose slot has
+    /// been overwritten since it was sampled is ignored; returns how many
+    /// priorities were set. A priority must be finite and > 0; new
+    /// transitions get the largest priority set so far (1 at first).
+    pub fn update_priorities(
+        &mut self,
+        indices: &[SampleIndex],
+        priorities: &[f64],
+    ) -> Result<usize> {
+        let items: Vec<(u64, u64)> = indices.iter().map(|i| (i.slot, i.serial)).collect();
+        self.view.ring.update_priorities(&items, priorities)
+    }
+}
+
+/// A writable table reads like the view of what it holds now: every read
+/// and sampling method of [`ReplayView`] is one of the table's, without a
+/// second copy of each.
+impl std::ops::Deref for ReplayTable<'_> {
+    type Target = ReplayView;
+
+    fn deref(&self) -> &ReplayView {
+        &self.view
     }
 }
 
@@ -873,19 +887,7 @@ impl Drop for ReplayTable<'_> {
     /// reclaiming their segments.
     fn drop(&mut self) {
         if let Ok(Some(mut w)) = self.db.try_lock_writer() {
-            let pins = std::mem::take(&mut self.pins);
-            unpin_all(&mut w, pins);
-        }
-    }
-}
-
-fn unpin_all(w: &mut Writer, pins: impl IntoIterator<Item = crate::format::Location>) {
-    for at in pins {
-        if let std::collections::btree_map::Entry::Occupied(mut o) = w.pinned.entry(at) {
-            *o.get_mut() -= 1;
-            if *o.get() == 0 {
-                o.remove();
-            }
+            w.pins.release_all(std::mem::take(&mut self.pins));
         }
     }
 }

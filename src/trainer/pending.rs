@@ -199,7 +199,8 @@ impl PendingStep {
             tx.put_metric(name, v)?;
         }
         for table in self.replay {
-            table.record(tx)?;
+            let recorded = table.record(tx)?;
+            tx.insert_replay(recorded);
         }
         Ok(())
     }
