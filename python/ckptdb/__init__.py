@@ -42,6 +42,7 @@ from ._errors import (
     NotFoundError,
     PoisonedError,
     ReadOnlyError,
+    RemoteError,
     ShapeMismatchError,
     StateDictMismatchError,
     StepNotFoundError,
@@ -52,6 +53,9 @@ from ._errors import (
 __all__ = [
     "open",
     "destroy",
+    "open_remote",
+    "push",
+    "pull",
     "Db",
     "Snapshot",
     "Transaction",
@@ -81,6 +85,7 @@ __all__ = [
     "PoisonedError",
     "CatalogError",
     "IoError",
+    "RemoteError",
     "ClosedError",
     "UnsupportedDtypeError",
     "StateDictMismatchError",
@@ -120,6 +125,108 @@ def destroy(path: PathLike) -> None:
     nothing is removed.
     """
     _native.destroy(_os.fspath(path))
+
+
+def _remote(name: str):
+    fn = getattr(_native, name, None)
+    if fn is None:
+        raise RemoteError("this ckptdb was built without S3 support (the `s3` feature)")
+    return fn
+
+
+def open_remote(
+    url: str,
+    cache_dir: PathLike,
+    *,
+    endpoint: Optional[str] = None,
+    region: Optional[str] = None,
+    access_key_id: Optional[str] = None,
+    secret_access_key: Optional[str] = None,
+    allow_http: Optional[bool] = None,
+    timeout: Optional[float] = None,
+) -> "Db":
+    """Opens the newest generation at ``url`` (``s3://bucket[/prefix]``)
+    read-only, through the local cache directory ``cache_dir``.
+
+    Only the pieces the cache lacks are downloaded, each checked against its
+    crc32; arrays are then read zero-copy from the cache like a local
+    database's. Settings not given come from the ``AWS_*`` environment
+    variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ALLOW_HTTP``);
+    ``endpoint`` names an S3-compatible server (``http://`` needs
+    ``allow_http=True``); ``timeout`` (seconds) bounds each request, the
+    connection and the retries. Failures raise :class:`RemoteError` with a
+    ``kind``.
+    """
+    native = _remote("open_remote")(
+        url,
+        _os.fspath(cache_dir),
+        endpoint=endpoint,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        allow_http=allow_http,
+        timeout=timeout,
+    )
+    return Db(native)
+
+
+def push(
+    path: PathLike,
+    url: str,
+    *,
+    endpoint: Optional[str] = None,
+    region: Optional[str] = None,
+    access_key_id: Optional[str] = None,
+    secret_access_key: Optional[str] = None,
+    allow_http: Optional[bool] = None,
+    timeout: Optional[float] = None,
+) -> Dict[str, int]:
+    """Uploads the database at ``path`` to ``url``: only the pieces the
+    remote lacks, then the new root, written create-only so that two
+    writers never both own a generation (``RemoteError`` of kind
+    ``"conflict"`` for the loser). Returns ``generation``,
+    ``bytes_uploaded``, ``pieces_uploaded`` and ``objects_deleted``. The
+    options are those of :func:`open_remote`.
+    """
+    return _remote("push")(
+        _os.fspath(path),
+        url,
+        endpoint=endpoint,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        allow_http=allow_http,
+        timeout=timeout,
+    )
+
+
+def pull(
+    url: str,
+    path: PathLike,
+    *,
+    endpoint: Optional[str] = None,
+    region: Optional[str] = None,
+    access_key_id: Optional[str] = None,
+    secret_access_key: Optional[str] = None,
+    allow_http: Optional[bool] = None,
+    timeout: Optional[float] = None,
+) -> int:
+    """Copies the newest generation at ``url`` into ``path`` (which must not
+    exist or be empty) and returns that generation: an ordinary local
+    database that :func:`open` can continue. A failed pull leaves nothing
+    behind. The options are those of :func:`open_remote`.
+    """
+    return _remote("pull")(
+        url,
+        _os.fspath(path),
+        endpoint=endpoint,
+        region=region,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        allow_http=allow_http,
+        timeout=timeout,
+    )
 
 
 class VerifyReport:

@@ -90,6 +90,17 @@ class CatalogError(Error):
     """The derived catalog failed; reopening rebuilds it."""
 
 
+class RemoteError(Error, OSError):
+    """An operation on S3-compatible object storage failed. ``kind`` says
+    how: ``"invalid_url"``, ``"bucket_not_found"``, ``"credentials"``,
+    ``"unreachable"``, ``"conflict"`` (another writer owns that generation),
+    ``"not_found"`` (no database there, or an object it names is missing),
+    ``"corrupt"``, ``"diverged"`` (the local and remote copies differ) or
+    ``"other"``."""
+
+    kind = "other"
+
+
 class IoError(Error, OSError):
     """An operating-system I/O error; ``errno`` is set when the OS gave one."""
 

@@ -31,16 +31,43 @@ fn class_of(e: &ckptdb::Error) -> &'static str {
         E::ReadOnly => "ReadOnlyError",
         E::Poisoned { .. } => "PoisonedError",
         E::Catalog(_) => "CatalogError",
+        E::Remote { .. } => "RemoteError",
         _ => "Error",
     }
 }
 
-fn build(py: Python<'_>, class: &str, message: String, errno: Option<i32>) -> PyErr {
+/// The `kind` attribute of a `RemoteError`: what a caller may branch on.
+fn remote_kind(kind: ckptdb::RemoteErrorKind) -> &'static str {
+    use ckptdb::RemoteErrorKind as K;
+    match kind {
+        K::InvalidUrl => "invalid_url",
+        K::BucketNotFound => "bucket_not_found",
+        K::Credentials => "credentials",
+        K::Unreachable => "unreachable",
+        K::Conflict => "conflict",
+        K::NotFound => "not_found",
+        K::Corrupt => "corrupt",
+        K::Diverged => "diverged",
+        _ => "other",
+    }
+}
+
+/// Attributes an exception carries besides its message.
+#[derive(Default)]
+struct Extra {
+    errno: Option<i32>,
+    kind: Option<&'static str>,
+}
+
+fn build(py: Python<'_>, class: &str, message: String, extra: Extra) -> PyErr {
     let made = (|| -> PyResult<PyErr> {
         let cls = py.import("ckptdb._errors")?.getattr(class)?;
         let exc = cls.call1((message.clone(),))?;
-        if let Some(n) = errno {
+        if let Some(n) = extra.errno {
             exc.setattr("errno", n)?;
+        }
+        if let Some(k) = extra.kind {
+            exc.setattr("kind", k)?;
         }
         Ok(PyErr::from_value(exc))
     })();
@@ -50,11 +77,18 @@ fn build(py: Python<'_>, class: &str, message: String, errno: Option<i32>) -> Py
 
 /// The exception for a Rust error.
 pub fn raise(e: ckptdb::Error) -> PyErr {
-    let errno = match &e {
-        ckptdb::Error::Io { source, .. } => source.raw_os_error(),
-        _ => None,
+    let extra = match &e {
+        ckptdb::Error::Io { source, .. } => Extra {
+            errno: source.raw_os_error(),
+            kind: None,
+        },
+        ckptdb::Error::Remote { kind, .. } => Extra {
+            errno: None,
+            kind: Some(remote_kind(*kind)),
+        },
+        _ => Extra::default(),
     };
-    Python::attach(|py| build(py, class_of(&e), e.to_string(), errno))
+    Python::attach(|py| build(py, class_of(&e), e.to_string(), extra))
 }
 
 /// An `InvalidArgumentError` raised by the binding itself.
@@ -64,7 +98,7 @@ pub fn invalid(message: impl Into<String>) -> PyErr {
 
 /// The error of a call on a closed database.
 pub fn closed() -> PyErr {
-    Python::attach(|py| build(py, "ClosedError", "the database is closed".into(), None))
+    Python::attach(|py| build(py, "ClosedError", "the database is closed".into(), Extra::default()))
 }
 
 /// `.or_raise()` turns an engine result into a Python one.
@@ -107,7 +141,7 @@ impl From<Panicked> for PyErr {
                     "internal error in ckptdb (a bug; please report it): {}",
                     p.0
                 ),
-                None,
+                Extra::default(),
             )
         })
     }

@@ -23,6 +23,8 @@ use rand::SeedableRng;
 use serde_json::value::RawValue;
 
 mod errors;
+#[cfg(feature = "s3")]
+mod remote;
 mod zero_copy;
 
 use errors::{closed, released, shielded, OrRaise, Panicked};
@@ -1286,6 +1288,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(validate_key, m)?)?;
     m.add_function(wrap_pyfunction!(destroy, m)?)?;
+    #[cfg(feature = "s3")]
+    {
+        m.add_function(wrap_pyfunction!(remote::open_remote, m)?)?;
+        m.add_function(wrap_pyfunction!(remote::push, m)?)?;
+        m.add_function(wrap_pyfunction!(remote::pull, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_class::<NativeDb>()?;
     m.add_class::<NativeTx>()?;
