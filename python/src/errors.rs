@@ -98,7 +98,14 @@ pub fn invalid(message: impl Into<String>) -> PyErr {
 
 /// The error of a call on a closed database.
 pub fn closed() -> PyErr {
-    Python::attach(|py| build(py, "ClosedError", "the database is closed".into(), Extra::default()))
+    Python::attach(|py| {
+        build(
+            py,
+            "ClosedError",
+            "the database is closed".into(),
+            Extra::default(),
+        )
+    })
 }
 
 /// `.or_raise()` turns an engine result into a Python one.

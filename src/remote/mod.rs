@@ -13,6 +13,7 @@
 
 pub mod fault;
 pub mod layout;
+mod mirror;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -34,6 +35,7 @@ use object_store::{
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::Db;
 pub use layout::{Location, Piece, RemoteSegment, RootObject};
+pub use mirror::Mirror;
 
 /// Pieces up to this size go up in one request; larger ones as a multipart
 /// upload of parts this size (S3 requires parts of at least 5 MiB).
@@ -156,6 +158,8 @@ impl RemoteOptions {
 pub struct PushStats {
     /// The generation of the root written.
     pub generation: u64,
+    /// The newest step that root holds.
+    pub latest_step: Option<u64>,
     /// Bytes of new pieces uploaded (the root object not counted).
     pub bytes_uploaded: u64,
     /// Pieces uploaded.
@@ -349,17 +353,39 @@ impl Remote {
         })
     }
 
-    /// Copies the closed database at `db_dir` up: uploads the segment bytes
-    /// the newest remote root lacks as new pieces, then writes the next
+    /// Copies the database at `db_dir` up: uploads the segment bytes the
+    /// newest remote root lacks as new pieces, then writes the next
     /// generation's root create-only, then deletes objects that neither it
-    /// nor the root before it names. A remote that holds other bytes for a
+    /// nor the root before it names.
+    ///
+    /// A writer may be running on `db_dir` (see [`Mirror`]): only the bytes
+    /// its newest root commits go up, never a transaction in flight, so
+    /// what the remote holds is always a prefix of the local log. A segment
+    /// that reclamation deletes during the push fails it with an I/O error
+    /// (`NotFound`); the next push sees the newer root. A remote that holds other bytes for a
     /// range than the local log fails with [`RemoteErrorKind::Diverged`];
     /// losing the race for a generation with [`RemoteErrorKind::Conflict`].
     pub fn push(&self, db_dir: impl AsRef<Path>) -> Result<PushStats> {
         let db_dir = db_dir.as_ref();
         // Validates the directory and gives the step the root advertises.
-        let latest_step = Db::open_read_only(db_dir)?.latest_step();
+        let reader = Db::open_read_only(db_dir)?;
+        let latest_step = reader.latest_step();
+        let committed = reader.read_view().committed();
         let local = local_segments(&db_dir.join("log"))?;
+        // Reclamation may have deleted a segment the reader's root names
+        // between opening it and listing: that root must not go up without
+        // it, so the push fails as the read of that segment would.
+        if let Some(gone) = needed_segments(&reader)?
+            .into_iter()
+            .find(|n| !local.contains_key(n))
+        {
+            let path = crate::log::segment_path(&db_dir.join("log"), gone);
+            return Err(Error::io(
+                "open",
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
         let prior = self.newest_root()?;
         let prior_segments: BTreeMap<u64, &RemoteSegment> = prior
             .iter()
@@ -367,6 +393,7 @@ impl Remote {
             .collect();
         let mut stats = PushStats {
             generation: prior.as_ref().map_or(1, |r| r.generation + 1),
+            latest_step,
             bytes_uploaded: 0,
             pieces_uploaded: 0,
             objects_deleted: 0,
@@ -378,6 +405,11 @@ impl Remote {
                 .metadata()
                 .map_err(|e| Error::io("stat", path, e))?
                 .len();
+            let len = match committed {
+                Some(c) if number > c.segment => break,
+                Some(c) if number == c.segment => len.min(c.offset),
+                _ => len,
+            };
             let mut pieces = Vec::new();
             if let Some(seg) = prior_segments.get(&number) {
                 for p in &seg.pieces {
@@ -701,6 +733,21 @@ impl Remote {
 }
 
 /// The `NNNN.seg` files of a log directory by number.
+/// The segments `reader`'s root needs: the root's own, and every segment a
+/// live step's manifest or entries lie in.
+fn needed_segments(reader: &Db) -> Result<BTreeSet<u64>> {
+    let mut needed = BTreeSet::new();
+    if let Some(c) = reader.read_view().committed() {
+        needed.insert(c.segment);
+    }
+    for step in reader.steps() {
+        let (at, manifest) = reader.manifest(step)?;
+        needed.insert(at.segment);
+        needed.extend(manifest.walk().map(|(_, e)| e.at.segment));
+    }
+    Ok(needed)
+}
+
 fn local_segments(log_dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
     let mut out = BTreeMap::new();
     for ent in fs::read_dir(log_dir).map_err(|e| Error::io("read directory", log_dir, e))? {
