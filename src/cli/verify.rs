@@ -9,15 +9,26 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::location::{self, DbArg};
 use super::table::{human_bytes, Table};
 use super::{progress, Output, EXIT_CORRUPT, EXIT_OK};
-use crate::{Db, Result};
+use crate::{Error, RemoteErrorKind, Result};
 
-pub(crate) fn run(path: &Path) -> Result<Output> {
-    let db = match Db::open_read_only(path) {
+pub(crate) fn run(db: &DbArg, cache: Option<&Path>) -> Result<Output> {
+    let db = match location::open(db, cache) {
         Ok(db) => db,
-        // No root can be read: the log itself is damaged.
-        Err(e) if e.is_corruption() => {
+        // No root can be read: the log itself is damaged; or a remote
+        // object does not match the checksum its root records.
+        Err(e)
+            if e.is_corruption()
+                || matches!(
+                    e,
+                    Error::Remote {
+                        kind: RemoteErrorKind::Corrupt,
+                        ..
+                    }
+                ) =>
+        {
             let msg = e.to_string();
             return Ok(Output {
                 text: format!("CORRUPT: no readable root: {msg}\n"),
