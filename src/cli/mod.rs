@@ -348,7 +348,7 @@ fn print_json_error(msg: &str) {
 /// its kind and what was being done, and of the client's long report only
 /// the cause: the server's error code and message, or the innermost error
 /// (`Connection refused`), and how often the request was retried.
-fn error_line(e: &crate::Error) -> String {
+pub(crate) fn error_line(e: &crate::Error) -> String {
     let line = match e {
         crate::Error::Remote {
             kind,
