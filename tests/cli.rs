@@ -410,3 +410,40 @@ fn usage_errors_exit_2_without_a_backtrace() {
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("verify") && r.stdout.contains("export"));
 }
+
+/// Without the `s3` feature an `s3://` location is a usage error that says
+/// so, never a missing directory; writers refuse it, and nothing is made.
+#[test]
+#[cfg(not(feature = "s3"))]
+fn s3_locations_need_the_s3_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let st = dir.path().join("a.safetensors");
+    assert_eq!(ckptdb(&[&"export".into(), &db, &"10".into(), &st]).code, 0);
+    let url: std::path::PathBuf = "s3://bucket/run".into();
+    for args in [
+        vec!["ls".into(), url.clone()],
+        vec!["show".into(), url.clone(), "10".into()],
+        vec!["verify".into(), url.clone()],
+        vec!["report".into(), url.clone()],
+        vec![
+            "import".into(),
+            url.clone(),
+            st.clone(),
+            "--step".into(),
+            "1".into(),
+        ],
+        vec!["compact".into(), url.clone()],
+        vec!["push".into(), db.clone(), url.clone()],
+        vec!["pull".into(), url.clone(), dir.path().join("pulled")],
+    ] {
+        let r = ckptdb(&args);
+        assert_one_line_error(
+            &r,
+            2,
+            "s3://bucket/run: this ckptdb was built without S3 support",
+        );
+    }
+    assert!(!std::path::Path::new("s3:").exists());
+    assert!(!dir.path().join("pulled").exists());
+}

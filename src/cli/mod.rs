@@ -1,9 +1,12 @@
 //! The `ckptdb` command-line tool: offline inspection, verification, diff,
-//! and safetensors / npy interop.
+//! safetensors / npy interop, and (cargo feature `s3`) copies to and from
+//! object storage.
 //!
 //! Every command opens the database read-only (so it works while a
 //! training process holds it for writing) except `import` and `compact`,
-//! which take the writer lock.
+//! which take the writer lock. Read-only commands also take an
+//! `s3://bucket[/prefix]` location, read through a local cache
+//! ([`location`]).
 //! Every command prints either aligned human-readable text or, with
 //! `--json`, exactly one JSON document on stdout. Errors are one line on
 //! stderr (and, with `--json`, `{"error": "..."}` on stdout).
@@ -16,6 +19,7 @@ mod diff;
 mod export;
 mod history;
 mod import;
+mod location;
 mod ls;
 mod progress;
 mod replay;
@@ -24,14 +28,16 @@ mod select;
 mod show;
 mod stats;
 mod table;
+mod transfer;
 mod verify;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::{Db, Result};
+use crate::Result;
+use location::{DbArg, OpenDb};
 pub use select::Selector;
 
 /// Exit code for success.
@@ -53,12 +59,24 @@ pub const EXIT_ERROR: i32 = 2;
         Every command but `import` and `compact` opens the database read-only and \
         works while a training process is writing to it; those two take the writer \
         lock and fail while a training process holds it.\n\n\
+        DB may also be an s3://bucket[/prefix] location for every read-only command \
+        (in a build with the cargo feature `s3`): the newest generation pushed there \
+        is fetched into a local cache (only what the cache lacks, every piece checked \
+        against its crc32) and read from it. The cache is --cache DIR, else \
+        $CKPTDB_CACHE/BUCKET/PREFIX, else $XDG_CACHE_HOME/ckptdb/BUCKET/PREFIX \
+        (~/.cache/ckptdb/... without XDG_CACHE_HOME). `push` and `pull` copy a \
+        database up and down. Credentials, region and endpoint come from \
+        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, \
+        AWS_ENDPOINT_URL and AWS_ALLOW_HTTP.\n\n\
         Exit codes: 0 success, 1 `verify` found corruption, 2 usage or other errors."
 )]
 struct Cli {
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The local cache directory of an s3:// location (default: see above).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,24 +85,24 @@ struct Cli {
 enum Command {
     /// One row per live step: step, time, sizes, metrics, tags.
     Ls {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// Draw this metric as a sparkline under the table.
         #[arg(long, value_name = "METRIC")]
         plot: Option<String>,
     },
     /// Every entry of a step: key, kind, dtype, shape, size; values printed.
     Show {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The step.
         #[arg(default_value = "latest")]
         sel: Selector,
     },
     /// Statistics and a histogram of one tensor.
     Stats {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The step.
         sel: Selector,
         /// The tensor's key.
@@ -95,8 +113,8 @@ enum Command {
     },
     /// What changed between two steps.
     Diff {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The older step.
         a: Selector,
         /// The newer step.
@@ -104,20 +122,20 @@ enum Command {
     },
     /// The live steps at which a key's content changed.
     History {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The key.
         key: String,
     },
     /// Read every live entry and check every checksum (exit 1 if corrupt).
     Verify {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
     },
     /// Write a step's tensors as a safetensors file or a tree of .npy files.
     Export {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The step.
         sel: Selector,
         /// The output file (safetensors) or directory (npy-dir).
@@ -138,7 +156,7 @@ enum Command {
     /// Commit every tensor of a safetensors file as a new step.
     Import {
         /// The database directory (created if it does not exist).
-        db: PathBuf,
+        db: DbArg,
         /// The safetensors file.
         file: PathBuf,
         /// The step to commit (greater than every committed step).
@@ -154,8 +172,8 @@ enum Command {
     /// Replay tables of a step: schema, capacity, length, total inserted;
     /// with TABLE, that table and its newest rows.
     Replay {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// One table to show with its rows (default: list every table).
         table: Option<String>,
         /// The step.
@@ -168,8 +186,8 @@ enum Command {
     /// A self-contained HTML page of metric curves, tensor heatmaps,
     /// first NaN/Inf steps, storage and replay fill.
     Report {
-        /// The database directory.
-        db: PathBuf,
+        /// The database directory or s3:// location.
+        db: DbArg,
         /// The page to write (default `report.html`; with `--json`, only
         /// when given).
         #[arg(short, long)]
@@ -188,11 +206,27 @@ enum Command {
     /// Reclaim space now; prints the log's size before and after.
     Compact {
         /// The database directory.
-        db: PathBuf,
+        db: DbArg,
         /// Copy a sealed segment's live entries forward when its live
         /// fraction is below this (0 only deletes dead segments).
         #[arg(long, default_value_t = crate::DEFAULT_LIVE_THRESHOLD)]
         threshold: f64,
+    },
+    /// Upload a closed database to s3://bucket[/prefix]: only the bytes the
+    /// remote lacks, then a new generation naming them.
+    Push {
+        /// The local database directory.
+        db: DbArg,
+        /// The location, s3://bucket[/prefix].
+        to: DbArg,
+    },
+    /// Copy the newest generation at s3://bucket[/prefix] into a new local
+    /// database directory (which must not exist or be empty).
+    Pull {
+        /// The location, s3://bucket[/prefix].
+        from: DbArg,
+        /// The local database directory to create.
+        db: DbArg,
     },
 }
 
@@ -214,26 +248,32 @@ impl Output {
     }
 }
 
-/// Opens read-only; durable commits missing from the log are said on
-/// stderr (the command still shows what the log holds).
-pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Db> {
-    let db = Db::open_read_only(path)?;
-    if let Some(lost) = db.lost_commits() {
-        eprintln!("ckptdb: warning: {}", lost.explain(path));
+/// Opens a directory or an `s3://` location read-only (a location through
+/// its cache, `cache` or the default one); durable commits missing from the
+/// log are said on stderr (the command still shows what the log holds).
+pub(crate) fn open_read_only(db: &DbArg, cache: Option<&Path>) -> Result<OpenDb> {
+    let opened = location::open(db, cache)?;
+    if let Some(lost) = opened.lost_commits() {
+        eprintln!(
+            "ckptdb: warning: {}",
+            lost.explain(Path::new(&db.to_string()))
+        );
     }
-    Ok(db)
+    Ok(opened)
 }
 
 fn run(cli: Cli) -> Result<Output> {
+    let cache = cli.cache.as_deref();
+    let open = |db: &DbArg| open_read_only(db, cache);
     match cli.command {
-        Command::Ls { db, plot } => ls::run(&open_read_only(&db)?, plot.as_deref()),
-        Command::Show { db, sel } => show::run(&open_read_only(&db)?, &sel),
+        Command::Ls { db, plot } => ls::run(&*open(&db)?, plot.as_deref()),
+        Command::Show { db, sel } => show::run(&*open(&db)?, &sel),
         Command::Stats { db, sel, key, bins } => {
-            stats::run(&open_read_only(&db)?, &sel, &key, bins as usize)
+            stats::run(&*open(&db)?, &sel, &key, bins as usize)
         }
-        Command::Diff { db, a, b } => diff::run(&open_read_only(&db)?, &a, &b),
-        Command::History { db, key } => history::run(&open_read_only(&db)?, &key),
-        Command::Verify { db } => verify::run(&db),
+        Command::Diff { db, a, b } => diff::run(&*open(&db)?, &a, &b),
+        Command::History { db, key } => history::run(&*open(&db)?, &key),
+        Command::Verify { db } => verify::run(&db, cache),
         Command::Export {
             db,
             sel,
@@ -243,7 +283,7 @@ fn run(cli: Cli) -> Result<Output> {
             strip_prefix,
             force,
         } => export::run(
-            &open_read_only(&db)?,
+            &*open(&db)?,
             &sel,
             &out,
             export::Options {
@@ -259,7 +299,7 @@ fn run(cli: Cli) -> Result<Output> {
             step,
             prefix,
             from_latest,
-        } => import::run(&db, &file, step, prefix, from_latest),
+        } => import::run(db.local_for("import")?, &file, step, prefix, from_latest),
         Command::Report {
             db,
             out,
@@ -268,6 +308,7 @@ fn run(cli: Cli) -> Result<Output> {
             lower_is_better,
         } => report::run(
             &db,
+            cache,
             report::Options {
                 out,
                 prefix,
@@ -276,13 +317,15 @@ fn run(cli: Cli) -> Result<Output> {
                 json: cli.json,
             },
         ),
-        Command::Compact { db, threshold } => compact::run(&db, threshold),
+        Command::Compact { db, threshold } => compact::run(db.local_for("compact")?, threshold),
         Command::Replay {
             db,
             table,
             step,
             sample,
-        } => replay::run(&open_read_only(&db)?, &step, table.as_deref(), sample),
+        } => replay::run(&*open(&db)?, &step, table.as_deref(), sample),
+        Command::Push { db, to } => transfer::push(&db, &to),
+        Command::Pull { from, db } => transfer::pull(&from, &db),
     }
 }
 
@@ -299,6 +342,49 @@ fn print_stdout(s: &str) -> std::io::Result<()> {
 /// `{"error": "..."}` (the same line also goes to stderr).
 fn print_json_error(msg: &str) {
     let _ = print_stdout(&format!("{}\n", serde_json::json!({ "error": msg })));
+}
+
+/// An error as the one line the tool prints. An object-store error keeps
+/// its kind and what was being done, and of the client's long report only
+/// the cause: the server's error code and message, or the innermost error
+/// (`Connection refused`), and how often the request was retried.
+pub(crate) fn error_line(e: &crate::Error) -> String {
+    let line = match e {
+        crate::Error::Remote {
+            kind,
+            what,
+            source: Some(source),
+        } => {
+            let mut chain = Vec::new();
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(c) = cur {
+                chain.push(c.to_string());
+                cur = c.source();
+            }
+            let all = chain.join(" ");
+            let tag = |name: &str| {
+                let open = format!("<{name}>");
+                let start = all.find(&open)? + open.len();
+                let len = all[start..].find(&format!("</{name}>"))?;
+                Some(all[start..start + len].trim().to_owned())
+            };
+            let mut cause = match (tag("Code"), tag("Message")) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code,
+                _ => chain.last().cloned().unwrap_or_default(),
+            };
+            if let Some(at) = all.find("after ") {
+                let retries: String = all[at..].split(',').next().unwrap_or("").to_owned();
+                if retries.ends_with(" retries") || retries.ends_with(" retry") {
+                    cause = format!("{cause} ({retries})");
+                }
+            }
+            format!("remote {kind}: {what}: {cause}")
+        }
+        e => e.to_string(),
+    };
+    // One line, whatever a message held.
+    line.replace(['\n', '\r'], " ")
 }
 
 /// Runs the tool on the process arguments and returns the exit code.
@@ -339,9 +425,10 @@ pub fn main() -> i32 {
     let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => {
-            eprintln!("ckptdb: error: {e}");
+            let line = error_line(&e);
+            eprintln!("ckptdb: error: {line}");
             if json {
-                print_json_error(&e.to_string());
+                print_json_error(&line);
             }
             return EXIT_ERROR;
         }

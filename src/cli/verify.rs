@@ -9,25 +9,23 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::location::{self, DbArg};
 use super::table::{human_bytes, Table};
 use super::{progress, Output, EXIT_CORRUPT, EXIT_OK};
-use crate::{Db, Result};
+use crate::{Error, RemoteErrorKind, Result};
 
-pub(crate) fn run(path: &Path) -> Result<Output> {
-    let db = match Db::open_read_only(path) {
+pub(crate) fn run(db: &DbArg, cache: Option<&Path>) -> Result<Output> {
+    let db = match location::open(db, cache) {
         Ok(db) => db,
         // No root can be read: the log itself is damaged.
-        Err(e) if e.is_corruption() => {
-            let msg = e.to_string();
-            return Ok(Output {
-                text: format!("CORRUPT: no readable root: {msg}\n"),
-                json: json!({
-                    "ok": false, "steps": 0, "entries": 0, "bytes": 0,
-                    "problems": [{"key": "(root)", "steps": [], "segment": null, "offset": null, "error": msg}],
-                }),
-                code: EXIT_CORRUPT,
-            });
-        }
+        Err(e) if e.is_corruption() => return Ok(unreadable("(root)", "no readable root: ", &e)),
+        // A remote piece or root does not match what its root records.
+        Err(
+            e @ Error::Remote {
+                kind: RemoteErrorKind::Corrupt,
+                ..
+            },
+        ) => return Ok(unreadable("(remote)", "", &e)),
         Err(e) => return Err(e),
     };
     let mut bar = None;
@@ -122,4 +120,18 @@ pub(crate) fn run(path: &Path) -> Result<Output> {
             EXIT_CORRUPT
         },
     })
+}
+
+/// The report of a database that could not be opened because something it
+/// is made of is damaged.
+fn unreadable(key: &str, lead: &str, e: &Error) -> Output {
+    let msg = super::error_line(e);
+    Output {
+        text: format!("CORRUPT: {lead}{msg}\n"),
+        json: json!({
+            "ok": false, "steps": 0, "bad_steps": [], "entries": 0, "bytes": 0,
+            "problems": [{"key": key, "steps": [], "segment": null, "offset": null, "error": msg}],
+        }),
+        code: EXIT_CORRUPT,
+    }
 }

@@ -158,7 +158,7 @@ impl RemoteOptions {
 pub struct PushStats {
     /// The generation of the root written.
     pub generation: u64,
-    /// The newest step that root holds.
+    /// The newest committed step the root names, if any.
     pub latest_step: Option<u64>,
     /// Bytes of new pieces uploaded (the root object not counted).
     pub bytes_uploaded: u64,
@@ -167,6 +167,24 @@ pub struct PushStats {
     /// Objects deleted because no kept root names them any more.
     pub objects_deleted: u64,
 }
+
+/// What a [`Remote::pull_with_progress`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullStats {
+    /// The generation copied.
+    pub generation: u64,
+    /// The newest committed step it holds, if any.
+    pub latest_step: Option<u64>,
+    /// Segment files written.
+    pub segments: u64,
+    /// Bytes downloaded (every byte of the generation: the target starts
+    /// empty).
+    pub bytes_fetched: u64,
+}
+
+/// A progress callback: `(bytes done, bytes total)`, called as a transfer
+/// advances; `total` is the same on every call of one operation.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// One database location on an object store.
 pub struct Remote {
@@ -366,6 +384,18 @@ impl Remote {
     /// range than the local log fails with [`RemoteErrorKind::Diverged`];
     /// losing the race for a generation with [`RemoteErrorKind::Conflict`].
     pub fn push(&self, db_dir: impl AsRef<Path>) -> Result<PushStats> {
+        self.push_with_progress(db_dir, &mut |_, _| {})
+    }
+
+    /// [`Remote::push`], calling `progress(bytes uploaded, bytes to
+    /// upload)` once before the first upload and after each request that
+    /// sends bytes. Every local range the remote already holds is checked
+    /// before anything is uploaded.
+    pub fn push_with_progress(
+        &self,
+        db_dir: impl AsRef<Path>,
+        progress: Progress<'_>,
+    ) -> Result<PushStats> {
         let db_dir = db_dir.as_ref();
         // Validates the directory and gives the step the root advertises.
         let reader = Db::open_read_only(db_dir)?;
@@ -398,7 +428,9 @@ impl Remote {
             pieces_uploaded: 0,
             objects_deleted: 0,
         };
-        let mut segments = Vec::with_capacity(local.len());
+        // First every segment's plan: the remote pieces it keeps (checked
+        // against the local bytes) and the tail the remote lacks.
+        let mut plans = Vec::with_capacity(local.len());
         for (&number, path) in &local {
             let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
             let len = file
@@ -431,8 +463,22 @@ impl Remote {
                 }
             }
             let have = pieces.last().map_or(0, |p: &Piece| p.offset + p.len);
+            plans.push((number, path, pieces, have, len));
+        }
+        let total: u64 = plans
+            .iter()
+            .map(|&(_, _, _, have, len)| len.saturating_sub(have))
+            .sum();
+        progress(0, total);
+        let mut segments = Vec::with_capacity(plans.len());
+        for (number, path, mut pieces, have, len) in plans {
             if len > have {
-                let crc = self.upload_piece(&mut file, path, number, have, len - have)?;
+                let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+                let done = stats.bytes_uploaded;
+                let crc =
+                    self.upload_piece(&mut file, path, number, have, len - have, &mut |n| {
+                        progress(done + n, total)
+                    })?;
                 pieces.push(Piece {
                     offset: have,
                     len: len - have,
@@ -486,7 +532,8 @@ impl Remote {
     }
 
     /// Uploads `len` bytes of `file` from `offset` as one piece object and
-    /// returns their crc32.
+    /// returns their crc32; `sent(n)` after each request, `n` the bytes of
+    /// the piece sent so far.
     fn upload_piece(
         &self,
         file: &mut File,
@@ -494,6 +541,7 @@ impl Remote {
         segment: u64,
         offset: u64,
         len: u64,
+        sent: &mut dyn FnMut(u64),
     ) -> Result<u32> {
         // The name holds the crc32, so it is computed before the upload.
         let crc32 = range_crc(file, path, offset, len)?;
@@ -515,6 +563,7 @@ impl Remote {
             self.runtime
                 .block_on(self.store.put(&target, PutPayload::from(buf)))
                 .map_err(|e| classify(e, what()))?;
+            sent(len);
         } else {
             let mut upload = self
                 .runtime
@@ -529,6 +578,7 @@ impl Remote {
                         .block_on(upload.put_part(PutPayload::from(buf)))
                         .map_err(|e| classify(e, what()))?;
                     done += n;
+                    sent(done);
                 }
                 self.runtime
                     .block_on(upload.complete())
@@ -605,8 +655,16 @@ impl Remote {
         }
     }
 
-    /// Fetches one piece into `file` at its offset, checking its crc32.
-    fn fetch_piece(&self, file: &mut File, path: &Path, segment: u64, piece: &Piece) -> Result<()> {
+    /// Fetches one piece into `file` at its offset, checking its crc32;
+    /// `got(n)` after each request, `n` the bytes of the piece so far.
+    fn fetch_piece(
+        &self,
+        file: &mut File,
+        path: &Path,
+        segment: u64,
+        piece: &Piece,
+        got: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let name = layout::piece_name(segment, piece);
         let target = self.path(&name);
         file.seek(SeekFrom::Start(piece.offset))
@@ -635,6 +693,7 @@ impl Remote {
                 .map_err(|e| Error::io("write", path, e))?;
             self.fetched.fetch_add(n, Ordering::Relaxed);
             done += n;
+            got(done);
         }
         let actual = hasher.finalize();
         if actual != piece.crc32 {
@@ -651,8 +710,12 @@ impl Remote {
 
     /// Brings `dir/log/` to exactly the segments of `root`: keeps every
     /// cached range whose crc32 matches, fetches the rest, truncates, and
-    /// removes segment files the root does not name.
-    fn sync_into(&self, root: &RootObject, log_dir: &Path) -> Result<()> {
+    /// removes segment files the root does not name. `progress` counts the
+    /// root's bytes found cached or fetched against all of them.
+    fn sync_into(&self, root: &RootObject, log_dir: &Path, progress: Progress<'_>) -> Result<()> {
+        let total = root.total_bytes();
+        let mut done = 0;
+        progress(0, total);
         fs::create_dir_all(log_dir).map_err(|e| Error::io("create directory", log_dir, e))?;
         let named: BTreeSet<u64> = root.segments.iter().map(|s| s.number).collect();
         for (number, path) in local_segments(log_dir)? {
@@ -677,8 +740,12 @@ impl Remote {
                 let cached = p.offset + p.len <= have
                     && range_crc(&mut file, &path, p.offset, p.len)? == p.crc32;
                 if !cached {
-                    self.fetch_piece(&mut file, &path, seg.number, p)?;
+                    self.fetch_piece(&mut file, &path, seg.number, p, &mut |n| {
+                        progress(done + n, total)
+                    })?;
                 }
+                done += p.len;
+                progress(done, total);
             }
             file.set_len(seg.len())
                 .map_err(|e| Error::io("truncate", &path, e))?;
@@ -697,9 +764,19 @@ impl Remote {
     /// engine checks every entry's crc32 as it reads). One process at a
     /// time may use a cache directory.
     pub fn open_db(&self, cache_dir: impl AsRef<Path>) -> Result<Db> {
+        self.open_db_with_progress(cache_dir, &mut |_, _| {})
+    }
+
+    /// [`Remote::open_db`], calling `progress(bytes checked or fetched,
+    /// bytes of the generation)` as the cache is brought up to date.
+    pub fn open_db_with_progress(
+        &self,
+        cache_dir: impl AsRef<Path>,
+        progress: Progress<'_>,
+    ) -> Result<Db> {
         let root = self.newest_root_required()?;
         let db_dir = cache_dir.as_ref().join(CACHE_DB_DIR);
-        self.sync_into(&root, &db_dir.join("log"))?;
+        self.sync_into(&root, &db_dir.join("log"), progress)?;
         Db::open_read_only(&db_dir)
     }
 
@@ -707,6 +784,16 @@ impl Remote {
     /// be an empty directory, and returns that generation. The result is an
     /// ordinary local database a writer can open and continue.
     pub fn pull(&self, db_dir: impl AsRef<Path>) -> Result<u64> {
+        Ok(self.pull_with_progress(db_dir, &mut |_, _| {})?.generation)
+    }
+
+    /// [`Remote::pull`], calling `progress(bytes fetched, bytes of the
+    /// generation)` as pieces arrive, and saying what it copied.
+    pub fn pull_with_progress(
+        &self,
+        db_dir: impl AsRef<Path>,
+        progress: Progress<'_>,
+    ) -> Result<PullStats> {
         let db_dir = db_dir.as_ref();
         match fs::read_dir(db_dir).map(|mut d| d.next().is_some()) {
             Ok(true) => {
@@ -720,15 +807,21 @@ impl Remote {
             Err(e) => return Err(Error::io("read directory", db_dir, e)),
         }
         let root = self.newest_root_required()?;
+        let before = self.bytes_fetched();
         let result = self
-            .sync_into(&root, &db_dir.join("log"))
+            .sync_into(&root, &db_dir.join("log"), progress)
             .and_then(|()| Db::open_read_only(db_dir).map(drop));
         if let Err(e) = result {
             // Leave no half-copied database behind.
             let _ = fs::remove_dir_all(db_dir);
             return Err(e);
         }
-        Ok(root.generation)
+        Ok(PullStats {
+            generation: root.generation,
+            latest_step: root.latest_step,
+            segments: root.segments.len() as u64,
+            bytes_fetched: self.bytes_fetched() - before,
+        })
     }
 }
 

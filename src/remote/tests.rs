@@ -232,3 +232,58 @@ fn retention_deletes_only_objects_no_kept_root_names() {
         contents(&Db::open_read_only(&db_dir).unwrap())
     );
 }
+
+#[test]
+fn progress_counts_every_byte_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    write_steps(&db_dir, 0..6);
+    let (_inner, _fault, remote) = setup();
+    let mut calls = Vec::new();
+    let pushed = remote
+        .push_with_progress(&db_dir, &mut |d, t| calls.push((d, t)))
+        .unwrap();
+    let total = pushed.bytes_uploaded;
+    assert!(total > 0);
+    assert_eq!(pushed.latest_step, Some(5));
+    assert_eq!(calls.first(), Some(&(0, total)));
+    assert_eq!(calls.last(), Some(&(total, total)));
+    assert!(calls
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[1].1 == total));
+    // One call per piece uploaded, after the first.
+    assert_eq!(calls.len() as u64, 1 + pushed.pieces_uploaded);
+
+    // Nothing new: a single call announcing nothing to send.
+    calls.clear();
+    let again = remote
+        .push_with_progress(&db_dir, &mut |d, t| calls.push((d, t)))
+        .unwrap();
+    assert_eq!((again.bytes_uploaded, again.pieces_uploaded), (0, 0));
+    assert_eq!(calls, [(0, 0)]);
+
+    // Pull: every byte of the generation, ending at the total.
+    let root_bytes = remote.newest_root().unwrap().unwrap().total_bytes();
+    let mut fetched = Vec::new();
+    let pulled = remote
+        .pull_with_progress(tmp.path().join("b.ckpt"), &mut |d, t| fetched.push((d, t)))
+        .unwrap();
+    assert_eq!(pulled.generation, 2);
+    assert_eq!(pulled.latest_step, Some(5));
+    assert_eq!(pulled.bytes_fetched, root_bytes);
+    assert_eq!(fetched.last(), Some(&(root_bytes, root_bytes)));
+    assert!(fetched.windows(2).all(|w| w[0].0 <= w[1].0));
+
+    // A warm cache reports the same total, all of it found cached.
+    let cache = tmp.path().join("cache");
+    drop(remote.open_db(&cache).unwrap());
+    let before = remote.bytes_fetched();
+    let mut checked = Vec::new();
+    drop(
+        remote
+            .open_db_with_progress(&cache, &mut |d, t| checked.push((d, t)))
+            .unwrap(),
+    );
+    assert_eq!(remote.bytes_fetched(), before);
+    assert_eq!(checked.last(), Some(&(root_bytes, root_bytes)));
+}

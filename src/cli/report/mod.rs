@@ -5,6 +5,7 @@ mod html;
 
 use std::path::{Path, PathBuf};
 
+use super::location::DbArg;
 use super::select::Selector;
 use super::table::human_bytes;
 use super::{progress, Output};
@@ -70,8 +71,8 @@ pub(crate) struct Options {
 /// Where the page goes when `-o` is not given.
 const DEFAULT_OUT: &str = "report.html";
 
-pub(crate) fn run(path: &Path, options: Options) -> Result<Output> {
-    let db = super::open_read_only(path)?;
+pub(crate) fn run(location: &DbArg, cache: Option<&Path>, options: Options) -> Result<Output> {
+    let db = super::open_read_only(location, cache)?;
     // With --json the document is the output; a page only when asked for.
     let out = match (&options.out, options.json) {
         (Some(o), _) => Some(o.clone()),
@@ -99,7 +100,7 @@ pub(crate) fn run(path: &Path, options: Options) -> Result<Output> {
         pb.finish_and_clear();
     }
     if let Some(out) = &out {
-        let page = html::page(&report, &path.display().to_string());
+        let page = html::page(&report, &location.to_string());
         std::fs::write(out, page).map_err(|e| Error::io("write", out, e))?;
     }
     let mut json = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
