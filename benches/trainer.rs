@@ -149,7 +149,7 @@ fn disk_bound() {
     let s = scale_from("CKPTDB_BENCH_DISK_SCALE").unwrap_or_else(scale);
     let bytes = ((100u64 << 20) as f64 * s) as u64;
     let commits = ((1000.0 * s) as u64).max(10);
-    let segment = DbOptions::default().segment_size;
+    let segment = DbOptions::default().segment_size_bytes();
     let segment = ((segment as f64 * s) as u64).max(4096);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("run.ckpt");

@@ -507,11 +507,11 @@ pub fn replay_table(data: &[u8]) {
                         Err(_) => assert!(
                             (len == 0 && n > 0)
                                 || (op >> 3 & 3 == 1 && n as u64 > len)
-                                || (op >> 3 & 3 >= 2 && opts.alpha.is_none())
+                                || (op >> 3 & 3 >= 2 && opts.alpha().is_none())
                         ),
                     }
                 }
-                3 if opts.alpha.is_some() => {
+                3 if opts.alpha().is_some() => {
                     let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(op));
                     if let Ok(b) = table.sample_uniform(&mut rng, 3) {
                         let p = 0.5 + f64::from(next().unwrap_or(1));

@@ -25,18 +25,19 @@ use crate::storage::{FsStorage, Storage};
 use crate::txn::StepTx;
 use crate::view::{Store, View};
 use crate::writer::{lock, Writer, LOCK_FILE};
+
 const CATALOG_FILE: &str = "index.redb";
 const LOG_DIR: &str = "log";
+/// The smallest segment size [`DbOptions::segment_size`] accepts: a
+/// segment smaller than a page would be all header.
+const MIN_SEGMENT_SIZE: u64 = 4096;
 
 /// Options for opening a database for writing.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DbOptions {
-    /// A segment is closed and a new one started when an entry would grow it
-    /// past this size. One entry larger than this still goes in one segment.
-    /// Default 1 GiB.
-    pub segment_size: u64,
-    /// The file operations the writer uses; tests inject faults here.
-    pub storage: Arc<dyn Storage>,
+    segment_size: u64,
+    storage: Arc<dyn Storage>,
 }
 
 impl Default for DbOptions {
@@ -49,16 +50,30 @@ impl Default for DbOptions {
 }
 
 impl DbOptions {
-    /// Sets the segment size.
+    /// Sets the segment size: a segment is closed and a new one started
+    /// when an entry would grow it past this size (one entry larger than
+    /// this still goes in one segment). Default 1 GiB, at least 4 KiB.
+    ///
+    /// ```
+    /// use ckptdb::DbOptions;
+    /// assert_eq!(DbOptions::default().segment_size_bytes(), 1 << 30);
+    /// assert_eq!(DbOptions::default().segment_size(100).segment_size_bytes(), 4096);
+    /// ```
     pub fn segment_size(mut self, bytes: u64) -> DbOptions {
-        self.segment_size = bytes.max(4096);
+        self.segment_size = bytes.max(MIN_SEGMENT_SIZE);
         self
     }
 
-    /// Sets the storage backend.
+    /// Sets the file operations the writer uses (the default is the real
+    /// file system).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> DbOptions {
         self.storage = storage;
         self
+    }
+
+    /// The segment size, in bytes.
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.segment_size
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// meaning within a format version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum DType {
     /// `bool`, one byte per element, 0 or 1.
     Bool = 1,

@@ -29,6 +29,7 @@ fn st_dtype(d: DType) -> Dtype {
         DType::BF16 => Dtype::BF16,
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
+        other => panic!("no safetensors dtype for {other}"),
     }
 }
 

@@ -31,10 +31,9 @@ pub(crate) fn run(
     let info = db.import_safetensors(
         file,
         step,
-        &ImportOptions {
-            prefix: prefix.clone(),
-            from_latest,
-        },
+        &ImportOptions::new()
+            .prefix(prefix.as_str())
+            .from_latest(from_latest),
         &mut |n| pb.set_position(n),
     )?;
     pb.finish_and_clear();

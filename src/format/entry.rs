@@ -31,6 +31,7 @@ const MAGIC: [u8; 4] = ENTRY_MAGIC;
 /// What an entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Kind {
     /// A tensor: dtype, shape and row-major little-endian elements.
     Tensor = 1,

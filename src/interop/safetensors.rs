@@ -330,10 +330,29 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Header> {
 /// How [`Db::import_safetensors`] names and builds the step.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
-    /// Prepended to every tensor name to make its key (e.g. `"policy/"`).
-    pub prefix: String,
-    /// Start the step from the newest live step's entries instead of empty.
-    pub from_latest: bool,
+    prefix: String,
+    from_latest: bool,
+}
+
+impl ImportOptions {
+    /// Tensor names as keys, into an empty step.
+    pub fn new() -> ImportOptions {
+        ImportOptions::default()
+    }
+
+    /// Prepends `prefix` to every tensor name to make its key (e.g.
+    /// `"policy/"`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> ImportOptions {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Starts the step from the newest live step's entries instead of
+    /// empty, so the import replaces only the keys the file holds.
+    pub fn from_latest(mut self, yes: bool) -> ImportOptions {
+        self.from_latest = yes;
+        self
+    }
 }
 
 impl Db {

@@ -216,13 +216,9 @@ impl fmt::Display for Schema {
 /// How a replay table is sized and sampled.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReplayOptions {
-    /// Transitions the ring holds; the oldest is overwritten beyond it.
-    pub capacity: u64,
-    /// Transitions per page (one log entry). The page being filled is the
-    /// only part of the table held in memory.
-    pub page_size: u64,
-    /// `Some(α)` keeps per-transition priorities for prioritized sampling.
-    pub alpha: Option<f64>,
+    pub(crate) capacity: u64,
+    pub(crate) page_size: u64,
+    pub(crate) alpha: Option<f64>,
     /// See [`ReplayOptions::write_batch`]. Not stored: it is how this
     /// process writes, not what the table is.
     write_batch: usize,
@@ -272,6 +268,22 @@ impl ReplayOptions {
     pub fn prioritized(mut self, alpha: f64) -> ReplayOptions {
         self.alpha = Some(alpha);
         self
+    }
+
+    /// Transitions the ring holds; the oldest is overwritten beyond it.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Transitions per page (one log entry). The page being filled is the
+    /// only part of the table held in memory.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// `Some(α)` for a prioritized table.
+    pub fn alpha(&self) -> Option<f64> {
+        self.alpha
     }
 
     pub(crate) fn validate(&self, schema: &Schema) -> Result<()> {

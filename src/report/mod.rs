@@ -49,15 +49,42 @@ pub use stats::{relative_change, summarize, summarize_change, TensorSummary};
 /// Which part of the database a report covers.
 #[derive(Clone, Debug, Default)]
 pub struct ReportOptions {
-    /// Only keys starting with this (all keys when empty).
-    pub prefix: String,
-    /// Only live steps in this range (all live steps when `None`).
-    pub steps: Option<RangeInclusive<u64>>,
-    /// Worker threads; 0 picks the number of cores.
-    pub threads: usize,
+    prefix: String,
+    steps: Option<RangeInclusive<u64>>,
+    threads: usize,
+    lower_is_better: Vec<String>,
+}
+
+impl ReportOptions {
+    /// Every key of every live step, one worker thread per core.
+    pub fn new() -> ReportOptions {
+        ReportOptions::default()
+    }
+
+    /// Only keys starting with `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> ReportOptions {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Only live steps in `steps`.
+    pub fn steps(mut self, steps: RangeInclusive<u64>) -> ReportOptions {
+        self.steps = Some(steps);
+        self
+    }
+
+    /// Worker threads; 0 (the default) picks the number of cores.
+    pub fn threads(mut self, threads: usize) -> ReportOptions {
+        self.threads = threads;
+        self
+    }
+
     /// Metrics whose best value is the lowest (a loss); every other
     /// metric's best is its highest, as for `best:METRIC`.
-    pub lower_is_better: Vec<String>,
+    pub fn lower_is_better(mut self, metrics: Vec<String>) -> ReportOptions {
+        self.lower_is_better = metrics;
+        self
+    }
 }
 
 /// One live step of the report.

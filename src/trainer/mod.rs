@@ -75,15 +75,11 @@ pub use policy::{KeepBest, MetricMode, RetentionPolicy, SaveSchedule};
 /// being saved and tagged steps always survive). Example: `keep_last(3)`
 /// alone keeps 3 steps; adding `keep_every(100)` also keeps 100, 200, ….
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct CheckpointOptions {
-    /// When [`CheckpointManager::should_save`] says yes.
-    pub schedule: SaveSchedule,
-    /// Which steps survive a save.
-    pub retention: RetentionPolicy,
-    /// Live fraction under which a sealed segment is copied forward after a
-    /// save; `None` turns reclamation off (dead segments then stay until
-    /// [`Db::compact`]).
-    pub reclaim_threshold: Option<f64>,
+    schedule: SaveSchedule,
+    retention: RetentionPolicy,
+    reclaim_threshold: Option<f64>,
 }
 
 impl Default for CheckpointOptions {
@@ -137,10 +133,28 @@ impl CheckpointOptions {
     }
 
     /// Sets the live fraction under which sealed segments are copied
-    /// forward after a save (`None`: no reclamation).
+    /// forward after a save (`None`: no reclamation; dead segments then
+    /// stay until [`Db::compact`]). A threshold outside `0.0..=1.0` makes
+    /// each save fail after its commit, with [`Error::InvalidArgument`].
     pub fn reclaim_threshold(mut self, threshold: Option<f64>) -> CheckpointOptions {
         self.reclaim_threshold = threshold;
         self
+    }
+
+    /// When [`CheckpointManager::should_save`] says yes.
+    pub fn schedule(&self) -> &SaveSchedule {
+        &self.schedule
+    }
+
+    /// Which steps survive a save.
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
+    }
+
+    /// The live fraction under which a sealed segment is copied forward
+    /// after a save, if reclamation is on.
+    pub fn live_threshold(&self) -> Option<f64> {
+        self.reclaim_threshold
     }
 }
 

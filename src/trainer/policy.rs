@@ -31,6 +31,7 @@ pub enum MetricMode {
 
 /// Keep the best `k` steps by `metric`.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct KeepBest {
     /// The metric's name, as given to `put_metric`.
     pub metric: String,
@@ -42,6 +43,7 @@ pub struct KeepBest {
 
 /// Which steps survive a save.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct RetentionPolicy {
     /// Keep the newest `n` steps.
     pub keep_last: Option<usize>,
@@ -60,6 +62,7 @@ impl RetentionPolicy {
 
 /// When to save.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SaveSchedule {
     /// Save when the step is divisible by `n`.
     pub every_steps: Option<u64>,

@@ -83,19 +83,17 @@ pub(crate) fn run(location: &DbArg, cache: Option<&Path>, options: Options) -> R
         check_out_dir(out)?;
     }
     let steps = options.steps.as_ref().map(|r| r.resolve(&db)).transpose()?;
+    let mut report_options = ReportOptions::new()
+        .prefix(options.prefix)
+        .lower_is_better(options.lower_is_better);
+    if let Some(steps) = steps {
+        report_options = report_options.steps(steps);
+    }
     let mut bar = None;
-    let report = db.run_report(
-        &ReportOptions {
-            prefix: options.prefix,
-            steps,
-            threads: 0,
-            lower_is_better: options.lower_is_better,
-        },
-        &mut |done, total| {
-            bar.get_or_insert_with(|| progress::bytes("report", total))
-                .set_position(done);
-        },
-    )?;
+    let report = db.run_report(&report_options, &mut |done, total| {
+        bar.get_or_insert_with(|| progress::bytes("report", total))
+            .set_position(done);
+    })?;
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
