@@ -26,7 +26,7 @@ use redb::{
     Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
 };
 
-use crate::error::Result;
+use crate::error::{catalog, CatalogError, Result};
 use crate::format::Location;
 use crate::record::{EntryRef, Manifest};
 
@@ -72,8 +72,8 @@ impl ContentIndex {
     pub(crate) fn get(&self, len: u64, crc: u32) -> Result<Vec<Location>> {
         guarded("content", || {
             let mut out = Vec::new();
-            for v in self.0.get((len, crc))? {
-                out.push(unloc(v?.value()));
+            for v in self.0.get((len, crc)).map_err(catalog)? {
+                out.push(unloc(v.map_err(catalog)?.value()));
             }
             Ok(out)
         })
@@ -113,20 +113,20 @@ pub(crate) struct Catalog {
 impl Catalog {
     /// Opens (or creates) the catalog file.
     fn open_unguarded(path: &Path) -> Result<Catalog> {
-        let db = Database::create(path)?;
+        let db = Database::create(path).map_err(catalog)?;
         let cat = Catalog {
             db: GuardedDatabase(Some(db)),
             path: path.to_owned(),
             since_durable: 0,
         };
-        let tx = cat.db.begin_write()?;
-        tx.open_table(META)?;
-        tx.open_table(STEPS)?;
-        tx.open_table(REFS)?;
-        tx.open_multimap_table(CONTENT)?;
-        tx.open_table(HISTORY)?;
-        tx.open_table(SEGMENTS)?;
-        tx.commit()?;
+        let tx = cat.db.begin_write().map_err(catalog)?;
+        tx.open_table(META).map_err(catalog)?;
+        tx.open_table(STEPS).map_err(catalog)?;
+        tx.open_table(REFS).map_err(catalog)?;
+        tx.open_multimap_table(CONTENT).map_err(catalog)?;
+        tx.open_table(HISTORY).map_err(catalog)?;
+        tx.open_table(SEGMENTS).map_err(catalog)?;
+        tx.commit().map_err(catalog)?;
         Ok(cat)
     }
 
@@ -168,30 +168,32 @@ impl Catalog {
         added: &[StepChange<'_>],
         gate: impl FnOnce() -> bool,
     ) -> Result<bool> {
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.db.begin_write().map_err(catalog)?;
         self.since_durable += 1;
         if self.since_durable >= DURABLE_EVERY {
             self.since_durable = 0;
         } else {
-            tx.set_durability(Durability::None)?;
+            tx.set_durability(Durability::None).map_err(catalog)?;
         }
         {
-            let mut meta = tx.open_table(META)?;
-            let mut steps = tx.open_table(STEPS)?;
-            let mut refs = tx.open_table(REFS)?;
-            let mut content = tx.open_multimap_table(CONTENT)?;
-            let mut history = tx.open_table(HISTORY)?;
-            let mut segments = tx.open_table(SEGMENTS)?;
+            let mut meta = tx.open_table(META).map_err(catalog)?;
+            let mut steps = tx.open_table(STEPS).map_err(catalog)?;
+            let mut refs = tx.open_table(REFS).map_err(catalog)?;
+            let mut content = tx.open_multimap_table(CONTENT).map_err(catalog)?;
+            let mut history = tx.open_table(HISTORY).map_err(catalog)?;
+            let mut segments = tx.open_table(SEGMENTS).map_err(catalog)?;
             for c in removed {
-                steps.remove(c.step)?;
+                steps.remove(c.step).map_err(catalog)?;
                 for key in c.manifest.entries.keys() {
-                    history.remove((key.as_str(), c.step))?;
+                    history.remove((key.as_str(), c.step)).map_err(catalog)?;
                 }
             }
             for c in added {
-                steps.insert(c.step, loc(c.manifest_at))?;
+                steps.insert(c.step, loc(c.manifest_at)).map_err(catalog)?;
                 for (key, e) in &c.manifest.entries {
-                    history.insert((key.as_str(), c.step), loc(e.at))?;
+                    history
+                        .insert((key.as_str(), c.step), loc(e.at))
+                        .map_err(catalog)?;
                 }
             }
             // The net change of each entry's count of live steps, in
@@ -216,10 +218,13 @@ impl Catalog {
                     // `insert` returns the row it replaced: one operation for
                     // a new entry (the common case), a second only for an
                     // entry that was live already.
-                    let old = refs.insert(l, (d as u64, size))?.map(|g| g.value());
+                    let old = refs
+                        .insert(l, (d as u64, size))
+                        .map_err(catalog)?
+                        .map(|g| g.value());
                     match old {
                         Some((n, _)) => {
-                            refs.insert(l, (n + d as u64, size))?;
+                            refs.insert(l, (n + d as u64, size)).map_err(catalog)?;
                         }
                         None => {
                             content_added.push(((e.len, e.crc), l));
@@ -227,55 +232,63 @@ impl Catalog {
                         }
                     }
                 } else if d < 0 {
-                    let Some((n, size)) = refs.get(l)?.map(|g| g.value()) else {
+                    let Some((n, size)) = refs.get(l).map_err(catalog)?.map(|g| g.value()) else {
                         continue;
                     };
                     if n <= d.unsigned_abs() {
-                        refs.remove(l)?;
-                        content.remove((e.len, e.crc), l)?;
+                        refs.remove(l).map_err(catalog)?;
+                        content.remove((e.len, e.crc), l).map_err(catalog)?;
                         *live_delta.entry(l.0).or_default() -= i128::from(size);
                     } else {
-                        refs.insert(l, (n - d.unsigned_abs(), size))?;
+                        refs.insert(l, (n - d.unsigned_abs(), size))
+                            .map_err(catalog)?;
                     }
                 }
             }
             content_added.sort_unstable();
             for (k, l) in content_added {
-                content.insert(k, l)?;
+                content.insert(k, l).map_err(catalog)?;
             }
             for (seg, d) in live_delta {
-                let live = segments.get(seg)?.map(|g| g.value()).unwrap_or(0);
+                let live = segments
+                    .get(seg)
+                    .map_err(catalog)?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
                 let live = (i128::from(live) + d).clamp(0, i128::from(u64::MAX)) as u64;
                 if live == 0 {
-                    segments.remove(seg)?;
+                    segments.remove(seg).map_err(catalog)?;
                 } else {
-                    segments.insert(seg, live)?;
+                    segments.insert(seg, live).map_err(catalog)?;
                 }
             }
-            meta.insert("root", (root.generation, root.at.segment, root.at.offset))?;
+            meta.insert("root", (root.generation, root.at.segment, root.at.offset))
+                .map_err(catalog)?;
         }
         if !gate() {
-            tx.abort()?;
+            tx.abort().map_err(catalog)?;
             return Ok(false);
         }
-        tx.commit()?;
+        tx.commit().map_err(catalog)?;
         Ok(true)
     }
 
     /// A read view of the dedup index, to be held for a whole transaction
     /// (one redb read transaction instead of one per put).
     fn content_index_unguarded(&self) -> Result<ContentIndex> {
-        let tx = self.db.begin_read()?;
-        Ok(ContentIndex(tx.open_multimap_table(CONTENT)?))
+        let tx = self.db.begin_read().map_err(catalog)?;
+        Ok(ContentIndex(
+            tx.open_multimap_table(CONTENT).map_err(catalog)?,
+        ))
     }
 
     /// `(step, entry location)` for every live step holding `key`, ascending.
     fn history_unguarded(&self, key: &str) -> Result<Vec<(u64, Location)>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(HISTORY)?;
+        let tx = self.db.begin_read().map_err(catalog)?;
+        let t = tx.open_table(HISTORY).map_err(catalog)?;
         let mut out = Vec::new();
-        for r in t.range((key, 0)..=(key, u64::MAX))? {
-            let (k, v) = r?;
+        for r in t.range((key, 0)..=(key, u64::MAX)).map_err(catalog)? {
+            let (k, v) = r.map_err(catalog)?;
             out.push((k.value().1, unloc(v.value())));
         }
         Ok(out)
@@ -283,11 +296,11 @@ impl Catalog {
 
     /// Live payload bytes per segment.
     fn segment_live_bytes_unguarded(&self) -> Result<BTreeMap<u64, u64>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SEGMENTS)?;
+        let tx = self.db.begin_read().map_err(catalog)?;
+        let t = tx.open_table(SEGMENTS).map_err(catalog)?;
         let mut out = BTreeMap::new();
-        for r in t.iter()? {
-            let (k, v) = r?;
+        for r in t.iter().map_err(catalog)? {
+            let (k, v) = r.map_err(catalog)?;
             out.insert(k.value(), v.value());
         }
         Ok(out)
@@ -296,8 +309,8 @@ impl Catalog {
     /// Makes the catalog durable (on close, so the next open has nothing to
     /// catch up).
     fn persist_unguarded(&mut self) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.commit()?;
+        let tx = self.db.begin_write().map_err(catalog)?;
+        tx.commit().map_err(catalog)?;
         self.since_durable = 0;
         Ok(())
     }
@@ -313,9 +326,9 @@ impl Catalog {
 /// rebuilding or by doing without the catalog. (The panic message still
 /// reaches the panic hook.) New entry points follow the same pattern.
 fn read_root(db: &impl ReadableDatabase) -> Result<Option<CatalogRoot>> {
-    let tx = db.begin_read()?;
-    let t = tx.open_table(META)?;
-    Ok(t.get("root")?.map(|g| {
+    let tx = db.begin_read().map_err(catalog)?;
+    let t = tx.open_table(META).map_err(catalog)?;
+    Ok(t.get("root").map_err(catalog)?.map(|g| {
         let (generation, s, o) = g.value();
         CatalogRoot {
             generation,
@@ -328,11 +341,11 @@ fn read_root(db: &impl ReadableDatabase) -> Result<Option<CatalogRoot>> {
 }
 
 fn read_steps(db: &impl ReadableDatabase) -> Result<BTreeMap<u64, Location>> {
-    let tx = db.begin_read()?;
-    let t = tx.open_table(STEPS)?;
+    let tx = db.begin_read().map_err(catalog)?;
+    let t = tx.open_table(STEPS).map_err(catalog)?;
     let mut out = BTreeMap::new();
-    for r in t.iter()? {
-        let (k, v) = r?;
+    for r in t.iter().map_err(catalog)? {
+        let (k, v) = r.map_err(catalog)?;
         out.insert(k.value(), unloc(v.value()));
     }
     Ok(out)
@@ -351,7 +364,7 @@ pub(crate) fn peek(path: &Path) -> Option<(CatalogRoot, BTreeMap<u64, Location>)
         return None;
     }
     guarded("peek", || {
-        let db = redb::ReadOnlyDatabase::open(path)?;
+        let db = redb::ReadOnlyDatabase::open(path).map_err(catalog)?;
         let root = read_root(&db)?;
         root.map(|r| read_steps(&db).map(|s| (r, s))).transpose()
     })
@@ -362,8 +375,8 @@ pub(crate) fn peek(path: &Path) -> Option<(CatalogRoot, BTreeMap<u64, Location>)
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => Err(crate::Error::Catalog(Box::new(redb::Error::Corrupted(
-            format!("the catalog panicked during {what}; it will be rebuilt"),
+        Err(_) => Err(crate::Error::Catalog(CatalogError::corrupted(format!(
+            "the catalog panicked during {what}; it will be rebuilt"
         )))),
     }
 }
@@ -376,9 +389,7 @@ impl Catalog {
         let mut tries = 0;
         loop {
             match guarded("open", || Catalog::open_unguarded(path)) {
-                Err(crate::Error::Catalog(e))
-                    if matches!(*e, redb::Error::DatabaseAlreadyOpen) && tries < 50 =>
-                {
+                Err(crate::Error::Catalog(e)) if e.is_already_open() && tries < 50 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }

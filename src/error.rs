@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::dtype::DType;
 
@@ -150,8 +151,16 @@ pub enum Error {
     /// state. Nothing more is written; reopen the database to recover the
     /// last committed state.
     Poisoned {
-        /// A description of the error that poisoned the writer.
-        cause: String,
+        /// The error that poisoned the writer (also [`source`]).
+        ///
+        /// [`source`]: std::error::Error::source
+        cause: Arc<Error>,
+    },
+    /// A thread doing the engine's work (a background commit, a commit's
+    /// fsync) panicked; what it was doing did not complete.
+    Panicked {
+        /// What the thread was doing.
+        what: String,
     },
     /// Commits that were durable are missing from the log (a segment was
     /// cut, damaged or deleted after they were acknowledged): the log now
@@ -165,7 +174,7 @@ pub enum Error {
     },
     /// The derived catalog (`index.redb`) failed. The log is unaffected;
     /// reopening rebuilds the catalog.
-    Catalog(Box<redb::Error>),
+    Catalog(CatalogError),
     /// A multi-rank run was opened with another world size than the one
     /// recorded when it was created.
     WorldSizeMismatch {
@@ -552,6 +561,7 @@ impl fmt::Display for Error {
                 f,
                 "the writer is poisoned by an earlier error ({cause}); reopen the database"
             ),
+            Error::Panicked { what } => write!(f, "{what} panicked"),
             Error::LostCommits { path, lost } => f.write_str(&lost.explain(path)),
             Error::Catalog(e) => write!(f, "catalog error: {e}"),
             Error::WorldSizeMismatch {
@@ -585,7 +595,8 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Value { source, .. } => Some(source),
-            Error::Catalog(e) => Some(e.as_ref()),
+            Error::Catalog(e) => Some(e),
+            Error::Poisoned { cause } => Some(cause.as_ref()),
             Error::Remote {
                 source: Some(e), ..
             } => Some(e.as_ref()),
@@ -594,22 +605,68 @@ impl std::error::Error for Error {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Error {
-                Error::Catalog(Box::new(e.into()))
-            }
-        }
-    )*};
+/// A failure of the derived catalog (`index.redb`). Opaque: the catalog's
+/// storage engine is an implementation detail, reachable only as
+/// [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct CatalogError(Box<redb::Error>);
+
+impl CatalogError {
+    /// The catalog's file does not hold what the catalog wrote.
+    pub(crate) fn corrupted(what: String) -> CatalogError {
+        CatalogError(Box::new(redb::Error::Corrupted(what)))
+    }
+
+    /// Another handle of this process has the catalog's file open.
+    pub(crate) fn is_already_open(&self) -> bool {
+        matches!(*self.0, redb::Error::DatabaseAlreadyOpen)
+    }
 }
 
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CatalogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// Turns a catalog engine error into an [`Error::Catalog`]; the catalog's
+/// module maps every engine call through it (`.map_err(catalog)?`), so no
+/// engine type appears in the public `From` impls of [`Error`].
+pub(crate) fn catalog(e: impl Into<redb::Error>) -> Error {
+    Error::Catalog(CatalogError(Box::new(e.into())))
+}
+
+impl Error {
+    /// A copy of this error to keep as the cause of a poisoned writer,
+    /// while the original is returned to the caller that hit it. The
+    /// errors that poison a writer (I/O, a panic, an earlier poisoning)
+    /// are copied exactly; an I/O error keeps its kind, its OS error code
+    /// and its message. Any other error is kept as its message.
+    pub(crate) fn replicate(&self) -> Error {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Error::Poisoned { cause } => Error::Poisoned {
+                cause: Arc::clone(cause),
+            },
+            Error::Panicked { what } => Error::Panicked { what: what.clone() },
+            other => Error::Io {
+                op: "commit",
+                path: PathBuf::new(),
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+}

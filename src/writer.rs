@@ -251,8 +251,8 @@ impl Writer {
         // durability is unknown, so the writer is poisoned like after a failed
         // fsync.
         let synced = synced.unwrap_or_else(|| {
-            Err(Error::Poisoned {
-                cause: "the commit's fsync did not complete".into(),
+            Err(Error::Panicked {
+                what: "the commit's fsync".into(),
             })
         });
         if let Err(e) = synced {

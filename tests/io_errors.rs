@@ -60,7 +60,14 @@ fn case(n: u64, error: IoFault, persistent: bool) -> bool {
             let ops = fs.ops();
             let next = acked.last_step.unwrap_or(0) + 1_000_000;
             match db.begin_step(next) {
-                Err(Error::Poisoned { cause }) => assert!(!cause.is_empty()),
+                // The poisoning keeps the injected error as its cause, and
+                // as its `source()`.
+                Err(e @ Error::Poisoned { .. }) => {
+                    let source = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<Error>())
+                        .unwrap_or_else(|| panic!("{case}: {e} has no cause"));
+                    assert_eq!(errno(source), Some(want), "{case}: poisoned by {source}")
+                }
                 other => panic!("{case}: writer not poisoned: {other:?}"),
             }
             // The committed state stays readable from the poisoned handle.

@@ -29,7 +29,7 @@ fn class_of(e: &ckptdb::Error) -> &'static str {
         E::InvalidArgument(_) => "InvalidArgumentError",
         E::Value { .. } => "ValueDecodeError",
         E::ReadOnly => "ReadOnlyError",
-        E::Poisoned { .. } => "PoisonedError",
+        E::Poisoned { .. } | E::Panicked { .. } => "PoisonedError",
         E::Catalog(_) => "CatalogError",
         E::Remote { .. } => "RemoteError",
         _ => "Error",

@@ -72,7 +72,7 @@ pub(crate) struct LogWriter {
     segment_limit: u64,
     /// Newest durable root, for the header of the next segment.
     last_root: Option<Location>,
-    poisoned: Option<String>,
+    poisoned: Option<Arc<Error>>,
     /// The background thread (`super::background`), started by its first
     /// job: a full buffer or a batch of shared payloads.
     background: Option<Background>,
@@ -213,7 +213,7 @@ impl LogWriter {
     pub(crate) fn check(&self) -> Result<()> {
         match &self.poisoned {
             Some(cause) => Err(Error::Poisoned {
-                cause: cause.clone(),
+                cause: Arc::clone(cause),
             }),
             None => Ok(()),
         }
@@ -222,7 +222,7 @@ impl LogWriter {
     /// Records `err` as the cause of poisoning and returns it.
     pub(crate) fn poison(&mut self, err: Error) -> Error {
         if self.poisoned.is_none() {
-            self.poisoned = Some(err.to_string());
+            self.poisoned = Some(Arc::new(err.replicate()));
         }
         err
     }

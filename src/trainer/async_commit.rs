@@ -33,8 +33,8 @@ impl InFlight {
         };
         match handle.join() {
             Ok(r) => r.map(Some),
-            Err(_) => Err(Error::Poisoned {
-                cause: format!("the commit of step {step} panicked"),
+            Err(_) => Err(Error::Panicked {
+                what: format!("the background commit of step {step}"),
             }),
         }
     }
