@@ -4,7 +4,8 @@
 //! Every function here takes arbitrary bytes and must return (an error or a
 //! value), never panic, never allocate more than the input justifies.
 
-use crate::format::{EntryHeader, Location, SegmentHeader};
+pub use crate::format::entry::EntryHeader;
+use crate::format::{Location, SegmentHeader};
 use crate::record::{CommitRecord, Manifest};
 
 /// Decodes an entry header from the start of `bytes`.

@@ -108,6 +108,7 @@ pub mod distributed;
 mod dtype;
 mod error;
 pub mod format;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
@@ -132,7 +133,7 @@ mod writer;
 
 pub use db::{Db, DbOptions};
 pub use dtype::{DType, Element};
-pub use error::{Error, LostCommits, RemoteErrorKind, Result, ShardProblem};
+pub use error::{CatalogError, Error, LostCommits, RemoteErrorKind, Result, ShardProblem};
 pub use format::{Kind, Location};
 pub use gc::{CompactStats, StorageUsage, DEFAULT_LIVE_THRESHOLD};
 pub use key::validate_key;

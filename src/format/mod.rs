@@ -4,11 +4,12 @@
 //! validates every length against the hard limits and against the bytes
 //! actually available before anything is allocated or sliced.
 
-mod entry;
+pub(crate) mod entry;
 mod segment;
 
 pub(crate) use entry::{entry_size, HeaderError, ENTRY_FIXED_LEN, ENTRY_MAGIC};
-pub use entry::{EntryHeader, Kind};
+pub(crate) use entry::EntryHeader;
+pub use entry::Kind;
 pub(crate) use segment::{
     parse_segment_file_name, segment_file_name, SegmentHeader, SegmentHeaderError,
 };
@@ -18,15 +19,15 @@ use serde::{Deserialize, Serialize};
 /// The format version this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
 /// Alignment of every entry and payload within a segment file.
-pub const ALIGN: u64 = 64;
+pub(crate) const ALIGN: u64 = 64;
 /// Length of the segment header; the first entry starts here.
-pub const SEGMENT_HEADER_LEN: u64 = 64;
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 64;
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Highest tensor rank.
 pub const MAX_RANK: usize = 16;
 /// Longest entry header (fixed part, key and shape).
-pub const MAX_HEADER_LEN: usize = ENTRY_FIXED_LEN + MAX_KEY_LEN + 8 * MAX_RANK;
+pub(crate) const MAX_HEADER_LEN: usize = ENTRY_FIXED_LEN + MAX_KEY_LEN + 8 * MAX_RANK;
 /// Largest payload of one entry (1 TiB).
 pub const MAX_PAYLOAD_LEN: u64 = 1 << 40;
 /// Largest commit or manifest record that is decoded into memory (1 GiB).

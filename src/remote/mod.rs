@@ -11,6 +11,7 @@
 //! synchronous: a `Remote` owns a small current-thread tokio runtime and
 //! blocks on it, so callers need no async runtime of their own.
 
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod layout;
 mod mirror;

@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 
 /// File operations the writer performs.
