@@ -171,62 +171,26 @@ def open_remote(
     return Db(native)
 
 
-def push(
-    path: PathLike,
-    url: str,
-    *,
-    endpoint: Optional[str] = None,
-    region: Optional[str] = None,
-    access_key_id: Optional[str] = None,
-    secret_access_key: Optional[str] = None,
-    allow_http: Optional[bool] = None,
-    timeout: Optional[float] = None,
-) -> Dict[str, int]:
+def push(path: PathLike, url: str, **options: Any) -> Dict[str, int]:
     """Uploads the database at ``path`` to ``url``: only the pieces the
     remote lacks, then the new root, written create-only so that two
     writers never both own a generation (``RemoteError`` of kind
     ``"conflict"`` for the loser). Returns ``generation``,
     ``bytes_uploaded``, ``pieces_uploaded`` and ``objects_deleted``. The
-    options are those of :func:`open_remote`.
+    keyword options are those of :func:`open_remote` (an unknown one is a
+    ``TypeError``).
     """
-    return _remote("push")(
-        _os.fspath(path),
-        url,
-        endpoint=endpoint,
-        region=region,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        allow_http=allow_http,
-        timeout=timeout,
-    )
+    return _remote("push")(_os.fspath(path), url, **options)
 
 
-def pull(
-    url: str,
-    path: PathLike,
-    *,
-    endpoint: Optional[str] = None,
-    region: Optional[str] = None,
-    access_key_id: Optional[str] = None,
-    secret_access_key: Optional[str] = None,
-    allow_http: Optional[bool] = None,
-    timeout: Optional[float] = None,
-) -> int:
+def pull(url: str, path: PathLike, **options: Any) -> int:
     """Copies the newest generation at ``url`` into ``path`` (which must not
     exist or be empty) and returns that generation: an ordinary local
     database that :func:`open` can continue. A failed pull leaves nothing
-    behind. The options are those of :func:`open_remote`.
+    behind. The keyword options are those of :func:`open_remote` (an
+    unknown one is a ``TypeError``).
     """
-    return _remote("pull")(
-        url,
-        _os.fspath(path),
-        endpoint=endpoint,
-        region=region,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        allow_http=allow_http,
-        timeout=timeout,
-    )
+    return _remote("pull")(url, _os.fspath(path), **options)
 
 
 class VerifyReport:

@@ -2,6 +2,8 @@
 
 from typing import Dict, List, Optional, Tuple
 
+from typing_extensions import TypedDict, Unpack
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,15 +17,17 @@ def open(path: str, read_only: bool = False, segment_size: Optional[int] = None)
 def validate_key(key: str) -> None: ...
 def destroy(path: str) -> None: ...
 # Present when built with the `s3` feature (the default wheel).
-def open_remote(url: str, cache_dir: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
-                access_key_id: Optional[str] = None, secret_access_key: Optional[str] = None,
-                allow_http: Optional[bool] = None, timeout: Optional[float] = None) -> NativeDb: ...
-def push(path: str, url: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
-         access_key_id: Optional[str] = None, secret_access_key: Optional[str] = None,
-         allow_http: Optional[bool] = None, timeout: Optional[float] = None) -> Dict[str, int]: ...
-def pull(url: str, path: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
-         access_key_id: Optional[str] = None, secret_access_key: Optional[str] = None,
-         allow_http: Optional[bool] = None, timeout: Optional[float] = None) -> int: ...
+class _Reach(TypedDict, total=False):
+    endpoint: Optional[str]
+    region: Optional[str]
+    access_key_id: Optional[str]
+    secret_access_key: Optional[str]
+    allow_http: Optional[bool]
+    timeout: Optional[float]
+
+def open_remote(url: str, cache_dir: str, **reach: Unpack[_Reach]) -> NativeDb: ...
+def push(path: str, url: str, **reach: Unpack[_Reach]) -> Dict[str, int]: ...
+def pull(url: str, path: str, **reach: Unpack[_Reach]) -> int: ...
 def _panic_for_tests(released_gil: bool) -> None:
     """Test-only: panics inside the panic guard (raises InternalError)."""
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ckptdb::remote::{Remote, RemoteOptions};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -17,7 +18,9 @@ use crate::errors::{invalid, released, OrRaise};
 use crate::NativeDb;
 
 /// How to reach the store: the environment's `AWS_*` settings, with the
-/// keywords a caller gave on top.
+/// keywords a caller gave on top. The one list of those keywords: every
+/// function here takes them as `**reach`.
+#[derive(Default)]
 struct Reach {
     endpoint: Option<String>,
     region: Option<String>,
@@ -28,6 +31,34 @@ struct Reach {
 }
 
 impl Reach {
+    /// Reads the keywords; an unknown one is a `TypeError`, as for any
+    /// Python function, and `None` means "not given".
+    fn from_kwargs(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Reach> {
+        let mut reach = Reach::default();
+        let Some(kwargs) = kwargs else {
+            return Ok(reach);
+        };
+        for (key, value) in kwargs.iter() {
+            let key: String = key.extract()?;
+            let bad = |e: PyErr| PyTypeError::new_err(format!("option {key}: {e}"));
+            match key.as_str() {
+                "endpoint" => reach.endpoint = value.extract().map_err(bad)?,
+                "region" => reach.region = value.extract().map_err(bad)?,
+                "access_key_id" => reach.access_key_id = value.extract().map_err(bad)?,
+                "secret_access_key" => reach.secret_access_key = value.extract().map_err(bad)?,
+                "allow_http" => reach.allow_http = value.extract().map_err(bad)?,
+                "timeout" => reach.timeout = value.extract().map_err(bad)?,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unexpected keyword argument '{key}' (the options are endpoint, \
+                         region, access_key_id, secret_access_key, allow_http and timeout)"
+                    )))
+                }
+            }
+        }
+        Ok(reach)
+    }
+
     fn options(&self) -> PyResult<RemoteOptions> {
         let mut o = RemoteOptions::from_env();
         if let Some(e) = &self.endpoint {
@@ -68,29 +99,14 @@ impl Reach {
 
 /// Opens the newest generation at `url` read-only through `cache_dir`.
 #[pyfunction]
-#[pyo3(signature = (url, cache_dir, *, endpoint=None, region=None, access_key_id=None,
-    secret_access_key=None, allow_http=None, timeout=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (url, cache_dir, **reach))]
 pub fn open_remote(
     py: Python<'_>,
     url: &str,
     cache_dir: PathBuf,
-    endpoint: Option<String>,
-    region: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    allow_http: Option<bool>,
-    timeout: Option<f64>,
+    reach: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<NativeDb> {
-    let reach = Reach {
-        endpoint,
-        region,
-        access_key_id,
-        secret_access_key,
-        allow_http,
-        timeout,
-    };
-    let remote = reach.connect(py, url)?;
+    let remote = Reach::from_kwargs(reach)?.connect(py, url)?;
     let db = released(py, || remote.open_db(&cache_dir)).or_raise()?;
     Ok(NativeDb {
         db: RwLock::new(Some(Arc::new(db))),
@@ -99,29 +115,14 @@ pub fn open_remote(
 
 /// Uploads what the remote lacks of the database at `path`.
 #[pyfunction]
-#[pyo3(signature = (path, url, *, endpoint=None, region=None, access_key_id=None,
-    secret_access_key=None, allow_http=None, timeout=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (path, url, **reach))]
 pub fn push<'py>(
     py: Python<'py>,
     path: PathBuf,
     url: &str,
-    endpoint: Option<String>,
-    region: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    allow_http: Option<bool>,
-    timeout: Option<f64>,
+    reach: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let reach = Reach {
-        endpoint,
-        region,
-        access_key_id,
-        secret_access_key,
-        allow_http,
-        timeout,
-    };
-    let remote = reach.connect(py, url)?;
+    let remote = Reach::from_kwargs(reach)?.connect(py, url)?;
     let stats = released(py, || remote.push(&path)).or_raise()?;
     let out = PyDict::new(py);
     out.set_item("generation", stats.generation)?;
@@ -133,28 +134,13 @@ pub fn push<'py>(
 
 /// Copies the newest generation at `url` into a new local database.
 #[pyfunction]
-#[pyo3(signature = (url, path, *, endpoint=None, region=None, access_key_id=None,
-    secret_access_key=None, allow_http=None, timeout=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (url, path, **reach))]
 pub fn pull(
     py: Python<'_>,
     url: &str,
     path: PathBuf,
-    endpoint: Option<String>,
-    region: Option<String>,
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    allow_http: Option<bool>,
-    timeout: Option<f64>,
+    reach: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<u64> {
-    let reach = Reach {
-        endpoint,
-        region,
-        access_key_id,
-        secret_access_key,
-        allow_http,
-        timeout,
-    };
-    let remote = reach.connect(py, url)?;
+    let remote = Reach::from_kwargs(reach)?.connect(py, url)?;
     released(py, || remote.pull(&path)).or_raise()
 }

@@ -199,6 +199,14 @@ def test_each_way_of_not_reaching_the_store_is_a_typed_error(tmp_path, bucket, m
         ckptdb.push(tmp_path / "run.ckpt", url, endpoint=moto, access_key_id="testing")
     with pytest.raises(ckptdb.InvalidArgumentError, match="timeout"):
         ckptdb.pull(url, tmp_path / "x", **dict(reach, timeout=-1.0))
+    # A misspelt option is refused before anything is reached, by each call.
+    with pytest.raises(TypeError, match="'endpiont'"):
+        ckptdb.push(tmp_path / "run.ckpt", url, endpiont=moto)
+    with pytest.raises(TypeError, match="'endpiont'"):
+        ckptdb.pull(url, tmp_path / "x", endpiont=moto)
+    with pytest.raises(TypeError, match="timeout"):
+        ckptdb.pull(url, tmp_path / "x", **dict(reach, timeout="soon"))
+    assert not (tmp_path / "x").exists()
     # Pushing a path that is no database: nothing goes up.
     (tmp_path / "empty").mkdir()
     with pytest.raises(ckptdb.Error):

@@ -141,14 +141,9 @@ fn open_remote(url: &str, cache: Option<&Path>) -> Result<OpenDb> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
     let lock = lock_cache(&dir)?;
-    let mut bar = None;
-    let db = remote.open_db_with_progress(&dir, &mut |done, total| {
-        bar.get_or_insert_with(|| super::progress::bytes("fetch", total))
-            .set_position(done);
+    let db = super::progress::with_bytes("fetch", |progress| {
+        remote.open_db_with_progress(&dir, progress)
     })?;
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
     Ok(OpenDb {
         db,
         _cache_lock: Some(lock),

@@ -15,3 +15,21 @@ pub(crate) fn bytes(what: &'static str, total: u64) -> ProgressBar {
     pb.set_message(what);
     pb
 }
+
+/// Runs `work`, handing it a progress callback `(done, total)` that draws
+/// a byte bar labelled `what` from its first call; the bar is cleared when
+/// `work` returns, whatever it returned.
+pub(crate) fn with_bytes<T>(
+    what: &'static str,
+    work: impl FnOnce(&mut dyn FnMut(u64, u64)) -> T,
+) -> T {
+    let mut bar: Option<ProgressBar> = None;
+    let out = work(&mut |done, total| {
+        bar.get_or_insert_with(|| bytes(what, total))
+            .set_position(done);
+    });
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+    out
+}

@@ -49,14 +49,8 @@ pub(crate) fn push(db: &DbArg, to: &DbArg) -> Result<Output> {
     } else {
         None
     };
-    let mut bar = None;
-    let stats = remote.push_with_progress(db, &mut |done, total| {
-        bar.get_or_insert_with(|| super::progress::bytes("push", total))
-            .set_position(done);
-    })?;
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
+    let stats =
+        super::progress::with_bytes("push", |progress| remote.push_with_progress(db, progress))?;
     let location = remote.location().to_string();
     let step = stats
         .latest_step
@@ -102,14 +96,8 @@ pub(crate) fn pull(from: &DbArg, db: &DbArg) -> Result<Output> {
     let url = remote_url(from, "pull", "source")?;
     let db = db.local_for("pull")?;
     let remote = Remote::open(url, RemoteOptions::from_env())?;
-    let mut bar = None;
-    let stats = remote.pull_with_progress(db, &mut |done, total| {
-        bar.get_or_insert_with(|| super::progress::bytes("pull", total))
-            .set_position(done);
-    })?;
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
+    let stats =
+        super::progress::with_bytes("pull", |progress| remote.pull_with_progress(db, progress))?;
     let location = remote.location().to_string();
     let step = stats
         .latest_step

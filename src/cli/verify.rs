@@ -28,14 +28,7 @@ pub(crate) fn run(db: &DbArg, cache: Option<&Path>) -> Result<Output> {
         ) => return Ok(unreadable("(remote)", "", &e)),
         Err(e) => return Err(e),
     };
-    let mut bar = None;
-    let report = db.verify_all(&mut |done, total| {
-        let pb = bar.get_or_insert_with(|| progress::bytes("verify", total));
-        pb.set_position(done);
-    })?;
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
+    let report = progress::with_bytes("verify", |progress| db.verify_all(progress))?;
     let problems: Vec<_> = report
         .problems
         .iter()

@@ -89,14 +89,9 @@ pub(crate) fn run(location: &DbArg, cache: Option<&Path>, options: Options) -> R
     if let Some(steps) = steps {
         report_options = report_options.steps(steps);
     }
-    let mut bar = None;
-    let report = db.run_report(&report_options, &mut |done, total| {
-        bar.get_or_insert_with(|| progress::bytes("report", total))
-            .set_position(done);
+    let report = progress::with_bytes("report", |progress| {
+        db.run_report(&report_options, progress)
     })?;
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
     if let Some(out) = &out {
         let page = html::page(&report, &location.to_string());
         std::fs::write(out, page).map_err(|e| Error::io("write", out, e))?;
