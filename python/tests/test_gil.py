@@ -57,7 +57,9 @@ def test_a_large_put_releases_the_gil(db):
 
 
 def test_verify_releases_the_gil(db):
-    for step in range(1, 4):
+    # 512 MiB to check: crc32 runs at over 10 GB/s a core, and the call
+    # must take several switch intervals to show anything.
+    for step in range(1, 9):
         with db.begin_step(step, parent=None) as tx:
             tx["a"] = BIG + step
     assert runs_beside(lambda: db.verify())
