@@ -7,9 +7,9 @@
 pub(crate) mod entry;
 mod segment;
 
-pub(crate) use entry::{entry_size, HeaderError, ENTRY_FIXED_LEN, ENTRY_MAGIC};
 pub(crate) use entry::EntryHeader;
 pub use entry::Kind;
+pub(crate) use entry::{entry_size, HeaderError, ENTRY_FIXED_LEN, ENTRY_MAGIC};
 pub(crate) use segment::{
     parse_segment_file_name, segment_file_name, SegmentHeader, SegmentHeaderError,
 };
