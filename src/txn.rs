@@ -100,7 +100,7 @@ impl<'db> StepTx<'db> {
 
     /// Puts raw bytes under `key`.
     pub fn put_blob(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.put(Put::blob(key, bytes)?)
+        self.put(Put::blob(key, bytes)?).map(drop)
     }
 
     /// Puts a tensor of any dimension. A view that is not in standard
@@ -111,7 +111,7 @@ impl<'db> StepTx<'db> {
         S: Data<Elem = T>,
         D: Dimension,
     {
-        self.put(array_put(key, array)?)
+        self.put(array_put(key, array)?).map(drop)
     }
 
     /// Puts a tensor given as little-endian row-major bytes.
@@ -123,11 +123,12 @@ impl<'db> StepTx<'db> {
         bytes: &[u8],
     ) -> Result<()> {
         self.put(Put::tensor(key, dtype, shape.to_vec(), bytes)?)
+            .map(drop)
     }
 
     /// Puts a serde value, stored as JSON.
     pub fn put_value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
-        self.put(Put::json(key, to_json(key, value)?)?)
+        self.put(Put::json(key, to_json(key, value)?)?).map(drop)
     }
 
     /// Puts everything `batch` holds, as if each of its puts had been made
@@ -138,12 +139,14 @@ impl<'db> StepTx<'db> {
     }
 
     /// Writes a checked entry and names it in the step: the one way a user
-    /// entry gets into a transaction.
-    pub(crate) fn put<B: AsRef<[u8]>>(&mut self, put: Put<B>) -> Result<()> {
+    /// entry gets into a transaction. Returns the payload's crc32, for a
+    /// caller that records it elsewhere too (a rank's part record).
+    pub(crate) fn put<B: AsRef<[u8]>>(&mut self, put: Put<B>) -> Result<u32> {
         let (key, kind, dtype, shape, payload) = put.into_parts();
         let e = self.write_entry(&key, kind, dtype, shape, payload.as_ref())?;
+        let crc = e.crc;
         self.entries.insert(key, e);
-        Ok(())
+        Ok(crc)
     }
 
     /// The metrics recorded so far.

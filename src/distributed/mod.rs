@@ -60,6 +60,8 @@ use ndarray::{ArrayBase, ArrayD, CowArray, Data, Dimension, IxDyn, Slice};
 use crate::db::Db;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result, ShardProblem};
+use crate::log::crc::payload_crc32;
+use crate::put::Put as EntryPut;
 use crate::snapshot::Snapshot;
 use crate::txn::StepTx;
 
@@ -455,7 +457,11 @@ impl RankStepTx<'_> {
         self.step
     }
 
-    fn add(&mut self, key: &str, entry: PartEntry, bytes: Option<&[u8]>) -> Result<()> {
+    /// Names `entry` in this rank's part. With `stored`, its bytes go into
+    /// the rank's log and the crc32 the put computed is the entry's;
+    /// otherwise (a replicated tensor another rank stores) only the crc32
+    /// is computed, for the global commit to compare.
+    fn add(&mut self, key: &str, mut entry: PartEntry, bytes: &[u8]) -> Result<()> {
         crate::key::validate_key(key)?;
         if self.entries.contains_key(key) {
             return Err(Error::ShardLayout {
@@ -466,9 +472,16 @@ impl RankStepTx<'_> {
                 },
             });
         }
-        if let Some(b) = bytes {
-            self.tx.put_tensor_raw(key, entry.dtype, &entry.shape, b)?;
-        }
+        entry.crc32 = if entry.stored {
+            self.tx.put(EntryPut::tensor(
+                key,
+                entry.dtype,
+                entry.shape.clone(),
+                bytes,
+            )?)?
+        } else {
+            payload_crc32(bytes)
+        };
         self.entries.insert(key.to_owned(), entry);
         Ok(())
     }
@@ -493,9 +506,9 @@ impl RankStepTx<'_> {
             global_shape: shape.clone(),
             offsets: vec![0; shape.len()],
             shape,
-            crc32: crc32fast::hash(bytes),
+            crc32: 0, // set by `add`
         };
-        self.add(key, entry, stored.then_some(bytes))
+        self.add(key, entry, bytes)
     }
 
     /// Puts this rank's slice of the global tensor `key` of shape
@@ -524,9 +537,9 @@ impl RankStepTx<'_> {
             global_shape: global_shape.to_vec(),
             offsets: offsets.to_vec(),
             shape,
-            crc32: crc32fast::hash(bytes),
+            crc32: 0, // set by `add`
         };
-        self.add(key, entry, Some(bytes))
+        self.add(key, entry, bytes)
     }
 
     /// Commits this rank's part: durable in the rank's database, then
