@@ -572,8 +572,8 @@ impl Db {
         // catalog failed) reads the live manifests.
         let from_catalog: Option<HashMap<u64, Location>> = match &self.writer {
             Some(w) => {
-                let w = w.lock().unwrap_or_else(PoisonError::into_inner);
-                match &w.catalog {
+                let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
+                match w.catalog.get() {
                     Some(c) => Some(c.history(key)?.into_iter().collect()),
                     None => None,
                 }
@@ -695,7 +695,7 @@ impl Drop for Db {
         if let Some(w) = &self.writer {
             let mut w = w.lock().unwrap_or_else(PoisonError::into_inner);
             if !w.log.is_poisoned() {
-                if let Some(c) = w.catalog.as_mut() {
+                if let Some(c) = w.catalog.get() {
                     // Best effort: a catalog that is behind is caught up on
                     // the next open.
                     let _ = c.persist();

@@ -156,8 +156,9 @@ pub enum Error {
         /// [`source`]: std::error::Error::source
         cause: Arc<Error>,
     },
-    /// A thread doing the engine's work (a background commit, a commit's
-    /// fsync) panicked; what it was doing did not complete.
+    /// A thread doing the engine's work (a background commit of
+    /// [`crate::trainer::CheckpointManager::save_async`]) panicked; what it
+    /// was doing did not complete.
     Panicked {
         /// What the thread was doing.
         what: String,

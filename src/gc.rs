@@ -162,7 +162,7 @@ pub(crate) fn reclaim(
         .chain(w.pins.segments())
         .collect();
     if use_catalog {
-        if let Some(Ok(counted)) = w.catalog.as_ref().map(|c| c.segment_live_bytes()) {
+        if let Some(Ok(counted)) = w.catalog.get().map(|c| c.segment_live_bytes()) {
             // The catalog counts live entries, not manifests, so what it
             // counts never exceeds what is live: a segment at or above
             // the threshold by its count is not a candidate.

@@ -248,7 +248,7 @@ impl<'db> StepTx<'db> {
         crc: u32,
     ) -> Result<Option<EntryRef>> {
         if self.content.is_none() {
-            let Some(catalog) = &self.w.catalog else {
+            let Some(catalog) = self.w.catalog.get() else {
                 return Ok(None);
             };
             // The catalog only saves space; a failure must not fail the put.

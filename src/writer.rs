@@ -48,11 +48,82 @@ pub(crate) struct Relocated {
     pub new: Manifest,
 }
 
-/// The writer's private state, behind the writer mutex.
+/// The writer's catalog, which a commit brings up to date behind the
+/// caller's back.
+///
+/// A commit's catalog work (a few redb rows per entry of the step) takes
+/// longer than its fsync for a step of many small entries, and nothing but
+/// the next use of the catalog needs it done. So [`Writer::commit`] hands
+/// the catalog and the change to a thread of its own and returns once the
+/// log is durable; the thread commits the catalog transaction only after
+/// the fsync succeeded (the catalog is never ahead of the log), and the
+/// next use of the catalog ([`CatalogSlot::get`]: a dedup lookup, a
+/// history query, compaction, the next commit, closing) waits for it. A
+/// catalog that failed there is switched off, as one that fails inline
+/// was: the commit stands, dedup stops, the next open rebuilds the file.
+#[derive(Debug)]
+pub(crate) struct CatalogSlot(Slot);
+
+#[derive(Debug, Default)]
+enum Slot {
+    /// No catalog (it failed); the next open rebuilds it.
+    #[default]
+    Off,
+    /// Up to date with the newest root.
+    Ready(Catalog),
+    /// Applying the newest root's change on its own thread; the thread
+    /// gives the catalog back, or nothing if it failed.
+    Behind(std::thread::JoinHandle<Option<Catalog>>),
+}
+
+impl CatalogSlot {
+    /// The catalog, up to date with the newest root (waiting for a
+    /// commit's apply still running), or `None` when it is off.
+    pub(crate) fn get(&mut self) -> Option<&mut Catalog> {
+        self.settle();
+        match &mut self.0 {
+            Slot::Ready(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Waits for an apply in progress and keeps what it gave back.
+    fn settle(&mut self) {
+        self.0 = match std::mem::take(&mut self.0) {
+            Slot::Behind(h) => match h.join() {
+                Ok(Some(c)) => Slot::Ready(c),
+                // A failed or panicked apply: the catalog is off.
+                _ => Slot::Off,
+            },
+            settled => settled,
+        };
+    }
+
+    /// Takes the settled catalog out, leaving the slot off.
+    fn take(&mut self) -> Option<Catalog> {
+        self.settle();
+        match std::mem::take(&mut self.0) {
+            Slot::Ready(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for CatalogSlot {
+    /// Waits for an apply in progress, so that the catalog's file is closed
+    /// before the writer lock is released (a next writer could not open it
+    /// otherwise).
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// The writer's private state, behind the writer mutex. `catalog` is
+/// declared before `_lock`, so it is dropped (and its apply joined) first.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub log: LogWriter,
-    pub catalog: Option<Catalog>,
+    pub catalog: CatalogSlot,
     /// Entries an open replay table references (its full pages). Space
     /// reclamation neither deletes nor moves a segment holding one: a table
     /// records its pages by location at its next commit, so they must stay
@@ -116,7 +187,7 @@ impl Writer {
     pub(crate) fn new(log: LogWriter, catalog: Catalog, lock: WriterLock) -> Writer {
         Writer {
             log,
-            catalog: Some(catalog),
+            catalog: CatalogSlot(Slot::Ready(catalog)),
             pins: PinSet::default(),
             _lock: lock,
         }
@@ -125,7 +196,9 @@ impl Writer {
     /// Appends a new root carrying `change` and makes it current: the
     /// commit point of every change to the database. The root is built from
     /// the current root of `store`'s view; once the log is synced the view
-    /// moves to it and the catalog commits the same change.
+    /// moves to it. The catalog applies the same change on its own thread,
+    /// alongside the fsync and after this returns (see [`CatalogSlot`]),
+    /// and commits it only once the fsync succeeded.
     pub(crate) fn commit(&mut self, store: Store<'_>, change: RootChange) -> Result<FoundRoot> {
         let prev = store.read_view().root.clone();
         let (generation, last_step, prev_root, mut live, mut tags) = match &prev {
@@ -206,55 +279,44 @@ impl Writer {
             generation: root.record.generation,
             at,
         };
-        let removed = StepChange::list(&removed);
-        let added: Vec<StepChange<'_>> = manifest
-            .iter()
-            .map(|m| StepChange {
-                step: m.step,
-                manifest_at: at,
-                manifest: m,
-            })
-            .chain(relocated.iter().map(|(&step, (at, m))| StepChange {
-                step,
-                manifest_at: *at,
-                manifest: m,
-            }))
+        // What the catalog applies, owned, for the thread that applies it.
+        let relocated: Vec<(u64, Location, Arc<Manifest>)> = relocated
+            .into_iter()
+            .map(|(step, (at, m))| (step, at, Arc::new(m)))
             .collect();
-        // The fsync runs on its own thread while this one prepares what the
-        // new root changes in memory and in the catalog: for a step of many
-        // entries that work takes as long as the fsync. Nothing of it becomes
-        // visible before the fsync has returned: the view is swapped and the
-        // catalog transaction committed only then.
-        let Writer { log, catalog, .. } = self;
-        let (synced, cataloged) = std::thread::scope(|s| {
-            let mut sync = Some(s.spawn(|| log.sync()));
-            let mut synced = None;
-            // Joins the fsync (once) and says whether it succeeded.
-            let mut wait = || -> bool {
-                if let Some(h) = sync.take() {
-                    synced = Some(match h.join() {
-                        Ok(r) => r,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    });
-                }
-                matches!(synced, Some(Ok(())))
+        let added: Vec<(u64, Location, Arc<Manifest>)> = manifest
+            .iter()
+            .map(|m| (m.step, at, Arc::clone(m)))
+            .chain(relocated.iter().cloned())
+            .collect();
+        let (gate, gated) = std::sync::mpsc::sync_channel::<bool>(1);
+        let applying = self.catalog.take().and_then(|mut c| {
+            let apply = move || {
+                let removed = StepChange::list(&removed);
+                let added = StepChange::list(&added);
+                // A closed channel (the commit thread unwound) counts as a
+                // failed fsync: the transaction is dropped, not committed.
+                let open = || gated.recv().unwrap_or(false);
+                c.apply_gated(target, &removed, &added, open)
+                    .ok()
+                    .map(|_| c)
             };
-            let cataloged = catalog
-                .as_mut()
-                .map(|c| c.apply_gated(target, &removed, &added, &mut wait));
-            wait();
-            (synced, cataloged)
+            // A thread that cannot start leaves the catalog off (the next
+            // open rebuilds it) rather than failing a commit over it.
+            std::thread::Builder::new()
+                .name("ckptdb-catalog".into())
+                .spawn(apply)
+                .ok()
         });
-        drop(added);
-        // `synced` is unset only if the fsync thread panicked while the catalog
-        // (which turns a panic into an error) was waiting for it: the root's
-        // durability is unknown, so the writer is poisoned like after a failed
-        // fsync.
-        let synced = synced.unwrap_or_else(|| {
-            Err(Error::Panicked {
-                what: "the commit's fsync".into(),
-            })
-        });
+        if let Some(h) = applying {
+            // Held by the writer from here, so that however this call ends
+            // the thread is joined before the catalog is used or closed.
+            self.catalog = CatalogSlot(Slot::Behind(h));
+        }
+        let synced = self.log.sync();
+        // The catalog commits its transaction only once this says the log
+        // is durable; a send fails only if the apply already failed.
+        let _ = gate.send(synced.is_ok());
         if let Err(e) = synced {
             return Err(self.log.poison(e));
         }
@@ -264,15 +326,10 @@ impl Writer {
             if let Some(m) = manifest {
                 view.manifests.insert(at, m);
             }
-            for (_, (at, m)) in relocated {
-                view.manifests.insert(at, Arc::new(m));
+            for (_, at, m) in relocated {
+                view.manifests.insert(at, m);
             }
             view.set_root(Some(root.clone()));
-        }
-        if let Some(Err(_)) = cataloged {
-            // The commit is durable; only the derived catalog failed. Stop
-            // using it (no more dedup) and let the next open rebuild it.
-            self.catalog = None;
         }
         Ok(root)
     }
