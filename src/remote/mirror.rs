@@ -1,15 +1,18 @@
 //! A live mirror: a running writer's commits copied to a remote as they
 //! happen, in the background.
 //!
-//! The mirror is a thread that pushes ([`Remote::push`]) whenever the
-//! database's root has moved on since its last push. A push uploads only
-//! the bytes the newest local root commits, as immutable pieces, and then
-//! that root as a create-only object, so the remote goes from one complete
-//! committed state to the next: a reader of the remote never sees a step
-//! in part, and a writer killed at any moment leaves the remote at the
-//! last root it wrote (always a prefix of the local log, which the next
-//! writer continues from without diverging). Several commits made during
-//! one push go up together with the next.
+//! The mirror is a thread that pushes (as [`Remote::push`] does) whenever
+//! the database's root has moved on since its last push. Its pushes share
+//! what they learn: a piece is read back and compared once, not on every
+//! push, and the root is read from the mirrored handle itself, so a commit
+//! costs the mirror the bytes it added, not a read of the whole database.
+//! A push uploads only the bytes the newest local root commits, as
+//! immutable pieces, and then that root as a create-only object, so the
+//! remote goes from one complete committed state to the next: a reader of
+//! the remote never sees a step in part, and a writer killed at any moment
+//! leaves the remote at the last root it wrote (always a prefix of the
+//! local log, which the next writer continues from without diverging).
+//! Several commits made during one push go up together with the next.
 //!
 //! A push that fails (the object store already retried each request
 //! within its budget) is tried again with growing pauses, and its error is
@@ -22,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Remote;
+use super::{PushSession, Remote};
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::Db;
 
@@ -216,6 +219,10 @@ impl Drop for Mirror {
 /// round.
 fn run(db: &Db, remote: &Remote, shared: &Shared) {
     let mut pause = POLL;
+    // One session for the mirror's life: each piece is checked once, and
+    // the handle it reads is `db` itself (refreshed when read-only), not a
+    // new one per push.
+    let mut session = PushSession::default();
     loop {
         let (n, stop, pushed) = {
             let st = shared.lock();
@@ -226,11 +233,10 @@ fn run(db: &Db, remote: &Remote, shared: &Shared) {
             // here shows up in the push.
             let _ = db.refresh();
         }
-        let generation = db.generation();
-        let outcome = if pushed == Some(generation) {
+        let outcome = if pushed == Some(db.generation()) {
             Ok(None)
         } else {
-            remote.push(db.path()).map(Some)
+            session.push(remote, db, &mut |_, _| {}).map(Some)
         };
         let failed = outcome.is_err();
         {
@@ -238,10 +244,10 @@ fn run(db: &Db, remote: &Remote, shared: &Shared) {
             st.finished = n;
             st.any_finished = true;
             match outcome {
-                Ok(stats) => {
-                    if let Some(stats) = stats {
-                        st.pushed = Some(generation);
-                        st.remote_step = stats.latest_step;
+                Ok(pushed) => {
+                    if let Some(p) = pushed {
+                        st.pushed = Some(p.local_generation);
+                        st.remote_step = p.stats.latest_step;
                     }
                     st.error = None;
                     pause = POLL;
