@@ -171,6 +171,74 @@ fn a_failing_upload_is_reported_then_retried() {
     assert!(faults.failed_puts() > 0);
 }
 
+/// Bytes of every segment file of the database at `path`.
+fn log_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_push_during_a_transaction_sends_only_committed_bytes() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let url = "s3://memory/run";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt");
+    let db = Arc::new(Db::open_with(&path, DbOptions::default().segment_size(2 << 20)).unwrap());
+    commit(&db, 1);
+    let committed = log_bytes(&path);
+    // Step 2 is in the log but not committed: a payload this large goes to
+    // the file at once, the first past the root's end in its segment, the
+    // second in a segment of its own after it.
+    let mut tx = db.begin_step_from_latest(2).unwrap();
+    tx.put_blob("w", &content(2, "w", 300_000)).unwrap();
+    tx.put_blob("big", &content(2, "big", 3 << 20)).unwrap();
+    assert!(log_bytes(&path) >= committed + 300_000 + (3 << 20));
+    assert_eq!(std::fs::read_dir(path.join("log")).unwrap().count(), 2);
+
+    // Both ways of pushing: a push on its own and a mirror's first push.
+    let alone = Remote::with_store(inner.clone(), "s3://memory/alone").unwrap();
+    let pushed = alone.push(&path).unwrap();
+    assert_eq!(
+        (pushed.latest_step, pushed.bytes_uploaded),
+        (Some(1), committed)
+    );
+    let mirror =
+        Mirror::start(db.clone(), Remote::with_store(inner.clone(), url).unwrap()).unwrap();
+    mirror.flush().unwrap();
+    assert_eq!(mirror.remote_step(), Some(1));
+    for at in [url, "s3://memory/alone"] {
+        let remote = Remote::with_store(inner.clone(), at).unwrap();
+        let root = remote.newest_root().unwrap().unwrap();
+        assert_eq!(root.latest_step, Some(1), "{at}");
+        assert_eq!(root.segments.len(), 1, "{at}: a segment past the root's");
+        assert_eq!(root.total_bytes(), committed, "{at}: bytes past the root");
+        let seen = remote
+            .open_db(dir.path().join(format!("cache-{}", &at[12..])))
+            .unwrap();
+        assert_eq!(seen.steps(), vec![1]);
+        assert_exact(&seen, at);
+    }
+
+    // The step commits: now it goes up, every byte of it.
+    tx.put_blob("step", b"step-2").unwrap();
+    tx.put_metric("loss", 0.5).unwrap();
+    tx.commit().unwrap();
+    mirror.flush().unwrap();
+    assert_eq!(mirror.remote_step(), Some(2));
+    let remote = Remote::with_store(inner.clone(), url).unwrap();
+    assert_eq!(
+        remote.newest_root().unwrap().unwrap().total_bytes(),
+        log_bytes(&path)
+    );
+    let seen = remote.open_db(dir.path().join("cache-after")).unwrap();
+    let snap = seen.snapshot(2).unwrap();
+    assert_eq!(snap.blob("w").unwrap(), content(2, "w", 300_000));
+    assert_eq!(snap.blob("big").unwrap(), content(2, "big", 3 << 20));
+    assert_eq!(snap.blob("step").unwrap(), b"step-2");
+}
+
 /// The writer of the kill test: commits forever, printing `ACK <step>`
 /// after each commit and `REMOTE <step>` once the mirror holds it.
 #[test]
