@@ -18,10 +18,11 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use ckptdb::remote::object_store::aws::AmazonS3Builder;
 use ckptdb::remote::object_store::memory::InMemory;
 use ckptdb::remote::object_store::ObjectStore;
-use ckptdb::remote::{fault::FaultStore, Mirror, Remote, RemoteOptions};
-use ckptdb::{Db, DbOptions, Error};
+use ckptdb::remote::{fault::FaultStore, Durability, Mirror, MirrorOptions, Remote, RemoteOptions};
+use ckptdb::{Db, DbOptions, Error, StepTx};
 use common::content;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -58,6 +59,11 @@ fn commit(db: &Db, s: u64) {
 /// with other bytes, so a remote that held those uncommitted bytes (large
 /// payloads reach the file before the commit) would diverge from the log.
 fn commit_by(db: &Db, s: u64, who: &[u8], think: Duration) {
+    step_tx(db, s, who, think).commit().unwrap();
+}
+
+/// The transaction `commit_by` commits.
+fn step_tx<'db>(db: &'db Db, s: u64, who: &[u8], think: Duration) -> StepTx<'db> {
     let mut tx = db.begin_step_from_latest(s).unwrap();
     tx.put_blob("writer", who).unwrap();
     tx.put_blob("w", &weights(s)).unwrap();
@@ -69,7 +75,7 @@ fn commit_by(db: &Db, s: u64, who: &[u8], think: Duration) {
             tx.drop_step(old).unwrap();
         }
     }
-    tx.commit().unwrap();
+    tx
 }
 
 /// Every step of `db` holds exactly what `commit` wrote for it.
@@ -237,6 +243,85 @@ fn a_push_during_a_transaction_sends_only_committed_bytes() {
     assert_eq!(snap.blob("w").unwrap(), content(2, "w", 300_000));
     assert_eq!(snap.blob("big").unwrap(), content(2, "big", 3 << 20));
     assert_eq!(snap.blob("step").unwrap(), b"step-2");
+}
+
+/// A store on the moto server that sleeps before every put.
+fn slow_store(moto: &Moto, bucket: &str, delay: Duration) -> Arc<FaultStore> {
+    let s3 = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_endpoint(moto.endpoint())
+        .with_virtual_hosted_style_request(false)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    let slow = Arc::new(FaultStore::new(Arc::new(s3)));
+    slow.put_delay(delay);
+    slow
+}
+
+#[test]
+fn with_remote_durability_a_commit_returns_once_the_remote_holds_it() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("durable");
+    let url = "s3://durable/run";
+    // Slow uploads: a commit that returned before its upload would leave
+    // the remote behind.
+    let slow = slow_store(&moto, "durable", Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open_with(dir.path().join("run.ckpt"), options()).unwrap());
+    let durable = MirrorOptions::default().durability(Durability::Remote);
+    let remote = Remote::with_store(slow.clone(), url).unwrap();
+    let mirror = Mirror::start_with(db.clone(), remote, durable).unwrap();
+    assert_eq!(mirror.durability(), Durability::Remote);
+    for s in 1..=7u64 {
+        let info = mirror.commit(step_tx(&db, s, b"", Duration::ZERO)).unwrap();
+        assert_eq!(info.step, s);
+        // A fresh cache on the real server: the step is there, exact.
+        let seen = remote_view(&moto, url, &dir.path().join(format!("cache-{s}")));
+        assert_eq!(seen.latest_step(), Some(s), "after commit {s}");
+        assert_eq!(seen.steps(), db.steps(), "after commit {s}");
+        assert_exact(&seen, &format!("after commit {s}"));
+    }
+    assert!(slow.puts() >= 14, "a piece and a root per commit");
+
+    // A transaction of another database is refused and commits nothing.
+    let other = Db::open_with(dir.path().join("other.ckpt"), options()).unwrap();
+    let mut tx = other.begin_step(1).unwrap();
+    tx.put_blob("w", b"x").unwrap();
+    let e = mirror.commit(tx).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(other.steps(), Vec::<u64>::new());
+}
+
+#[test]
+fn with_remote_durability_a_failed_upload_fails_the_commit_after_the_local_one() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let faults = Arc::new(FaultStore::new(inner.clone()));
+    let url = "s3://memory/run";
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open_with(dir.path().join("run.ckpt"), options()).unwrap());
+    let durable = MirrorOptions::default().durability(Durability::Remote);
+    let remote = Remote::with_store(faults.clone(), url).unwrap();
+    let mirror = Mirror::start_with(db.clone(), remote, durable).unwrap();
+    mirror.commit(step_tx(&db, 1, b"", Duration::ZERO)).unwrap();
+    faults.fail_puts_containing(Some("roots/"));
+    let e = mirror
+        .commit(step_tx(&db, 2, b"", Duration::ZERO))
+        .unwrap_err();
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    // Committed locally; the remote still at step 1, complete.
+    assert_eq!(db.latest_step(), Some(2));
+    let fresh = Remote::with_store(inner.clone(), url).unwrap();
+    assert_eq!(fresh.newest_root().unwrap().unwrap().latest_step, Some(1));
+    // The store recovers: the next commit returns with both on the remote.
+    faults.fail_puts_containing(None);
+    mirror.commit(step_tx(&db, 3, b"", Duration::ZERO)).unwrap();
+    let seen = fresh.open_db(dir.path().join("cache")).unwrap();
+    assert_eq!(seen.steps(), vec![1, 2, 3]);
+    assert_exact(&seen, "after recovery");
 }
 
 /// The writer of the kill test: commits forever, printing `ACK <step>`

@@ -36,7 +36,7 @@ use object_store::{
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::Db;
 pub use layout::{Location, Piece, RemoteSegment, RootObject};
-pub use mirror::Mirror;
+pub use mirror::{Durability, Mirror, MirrorOptions};
 use push::PushSession;
 
 /// Pieces up to this size go up in one request; larger ones as a multipart
