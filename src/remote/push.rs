@@ -10,9 +10,10 @@
 //! [`PushSession`] makes that check once per piece rather than once per
 //! push: committed bytes never change in place and a piece never changes
 //! once written, so a piece this session uploaded, or read back and
-//! compared, stays proven for as long as the remote's newest root is one
-//! this session wrote. Only pieces of a root written by someone else are
-//! read again. In the same way the segments each manifest references are
+//! compared, stays proven. When the remote's newest root is the one this
+//! session wrote, nothing is read back; when someone else wrote it, only
+//! the pieces the session's own last root does not name are. In the same
+//! way the segments each manifest references are
 //! walked once (manifests never change either), and the root objects the
 //! session wrote are not fetched back.
 
