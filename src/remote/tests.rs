@@ -378,3 +378,30 @@ fn a_session_still_checks_a_root_it_did_not_write() {
     let newest = remote.newest_root().unwrap().unwrap();
     assert_eq!((newest.generation, newest.latest_step), (2, Some(52)));
 }
+
+#[test]
+fn a_database_without_a_commit_pushes_no_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    let db = Db::open_with(&db_dir, DbOptions::default().segment_size(32 << 10)).unwrap();
+    // The first step is in the log, not committed.
+    let mut tx = db.begin_step(0).unwrap();
+    tx.put_blob("state", &vec![7u8; 300_000]).unwrap();
+    let (_inner, _fault, remote) = setup();
+    let pushed = remote.push(&db_dir).unwrap();
+    assert_eq!(
+        (pushed.generation, pushed.latest_step, pushed.bytes_uploaded),
+        (1, None, 0)
+    );
+    let root = remote.newest_root().unwrap().unwrap();
+    assert!(root.segments.is_empty());
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(seen.steps(), Vec::<u64>::new());
+    tx.commit().unwrap();
+    assert_eq!(remote.push(&db_dir).unwrap().latest_step, Some(0));
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        seen.snapshot(0).unwrap().blob("state").unwrap(),
+        vec![7u8; 300_000]
+    );
+}
