@@ -93,6 +93,12 @@ impl<'db> StepTx<'db> {
         })
     }
 
+    /// The database this transaction commits to.
+    #[cfg(feature = "s3")]
+    pub(crate) fn db(&self) -> &'db Db {
+        self.db
+    }
+
     /// The step this transaction commits.
     pub fn step(&self) -> u64 {
         self.step

@@ -6,7 +6,7 @@
 //!
 //! The kill test's writer is this test binary run again with
 //! `CKPTDB_MIRROR_CHILD` set to the database path. `CKPTDB_MIRROR_KILLS`
-//! sets the number of kills (default 12); `CKPTDB_KILL_SEED` replays a run.
+//! sets the number of kills (default 50); `CKPTDB_KILL_SEED` replays a run.
 #![cfg(feature = "s3")]
 
 mod common;
@@ -18,10 +18,11 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use ckptdb::remote::object_store::aws::AmazonS3Builder;
 use ckptdb::remote::object_store::memory::InMemory;
 use ckptdb::remote::object_store::ObjectStore;
-use ckptdb::remote::{fault::FaultStore, Mirror, Remote, RemoteOptions};
-use ckptdb::{Db, DbOptions, Error};
+use ckptdb::remote::{fault::FaultStore, Durability, Mirror, MirrorOptions, Remote, RemoteOptions};
+use ckptdb::{Db, DbOptions, Error, StepTx};
 use common::content;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -58,6 +59,11 @@ fn commit(db: &Db, s: u64) {
 /// with other bytes, so a remote that held those uncommitted bytes (large
 /// payloads reach the file before the commit) would diverge from the log.
 fn commit_by(db: &Db, s: u64, who: &[u8], think: Duration) {
+    step_tx(db, s, who, think).commit().unwrap();
+}
+
+/// The transaction `commit_by` commits.
+fn step_tx<'db>(db: &'db Db, s: u64, who: &[u8], think: Duration) -> StepTx<'db> {
     let mut tx = db.begin_step_from_latest(s).unwrap();
     tx.put_blob("writer", who).unwrap();
     tx.put_blob("w", &weights(s)).unwrap();
@@ -69,7 +75,7 @@ fn commit_by(db: &Db, s: u64, who: &[u8], think: Duration) {
             tx.drop_step(old).unwrap();
         }
     }
-    tx.commit().unwrap();
+    tx
 }
 
 /// Every step of `db` holds exactly what `commit` wrote for it.
@@ -171,8 +177,156 @@ fn a_failing_upload_is_reported_then_retried() {
     assert!(faults.failed_puts() > 0);
 }
 
+/// Bytes of every segment file of the database at `path`.
+fn log_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_push_during_a_transaction_sends_only_committed_bytes() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let url = "s3://memory/run";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt");
+    let db = Arc::new(Db::open_with(&path, DbOptions::default().segment_size(2 << 20)).unwrap());
+    commit(&db, 1);
+    let committed = log_bytes(&path);
+    // Step 2 is in the log but not committed: a payload this large goes to
+    // the file at once, the first past the root's end in its segment, the
+    // second in a segment of its own after it.
+    let mut tx = db.begin_step_from_latest(2).unwrap();
+    tx.put_blob("w", &content(2, "w", 300_000)).unwrap();
+    tx.put_blob("big", &content(2, "big", 3 << 20)).unwrap();
+    assert!(log_bytes(&path) >= committed + 300_000 + (3 << 20));
+    assert_eq!(std::fs::read_dir(path.join("log")).unwrap().count(), 2);
+
+    // Both ways of pushing: a push on its own and a mirror's first push.
+    let alone = Remote::with_store(inner.clone(), "s3://memory/alone").unwrap();
+    let pushed = alone.push(&path).unwrap();
+    assert_eq!(
+        (pushed.latest_step, pushed.bytes_uploaded),
+        (Some(1), committed)
+    );
+    let mirror =
+        Mirror::start(db.clone(), Remote::with_store(inner.clone(), url).unwrap()).unwrap();
+    mirror.flush().unwrap();
+    assert_eq!(mirror.remote_step(), Some(1));
+    for at in [url, "s3://memory/alone"] {
+        let remote = Remote::with_store(inner.clone(), at).unwrap();
+        let root = remote.newest_root().unwrap().unwrap();
+        assert_eq!(root.latest_step, Some(1), "{at}");
+        assert_eq!(root.segments.len(), 1, "{at}: a segment past the root's");
+        assert_eq!(root.total_bytes(), committed, "{at}: bytes past the root");
+        let seen = remote
+            .open_db(dir.path().join(format!("cache-{}", &at[12..])))
+            .unwrap();
+        assert_eq!(seen.steps(), vec![1]);
+        assert_exact(&seen, at);
+    }
+
+    // The step commits: now it goes up, every byte of it.
+    tx.put_blob("step", b"step-2").unwrap();
+    tx.put_metric("loss", 0.5).unwrap();
+    tx.commit().unwrap();
+    mirror.flush().unwrap();
+    assert_eq!(mirror.remote_step(), Some(2));
+    let remote = Remote::with_store(inner.clone(), url).unwrap();
+    assert_eq!(
+        remote.newest_root().unwrap().unwrap().total_bytes(),
+        log_bytes(&path)
+    );
+    let seen = remote.open_db(dir.path().join("cache-after")).unwrap();
+    let snap = seen.snapshot(2).unwrap();
+    assert_eq!(snap.blob("w").unwrap(), content(2, "w", 300_000));
+    assert_eq!(snap.blob("big").unwrap(), content(2, "big", 3 << 20));
+    assert_eq!(snap.blob("step").unwrap(), b"step-2");
+}
+
+/// A store on the moto server that sleeps before every put.
+fn slow_store(moto: &Moto, bucket: &str, delay: Duration) -> Arc<FaultStore> {
+    let s3 = AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_endpoint(moto.endpoint())
+        .with_virtual_hosted_style_request(false)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    let slow = Arc::new(FaultStore::new(Arc::new(s3)));
+    slow.put_delay(delay);
+    slow
+}
+
+#[test]
+fn with_remote_durability_a_commit_returns_once_the_remote_holds_it() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("durable");
+    let url = "s3://durable/run";
+    // Slow uploads: a commit that returned before its upload would leave
+    // the remote behind.
+    let slow = slow_store(&moto, "durable", Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open_with(dir.path().join("run.ckpt"), options()).unwrap());
+    let durable = MirrorOptions::default().durability(Durability::Remote);
+    let remote = Remote::with_store(slow.clone(), url).unwrap();
+    let mirror = Mirror::start_with(db.clone(), remote, durable).unwrap();
+    assert_eq!(mirror.durability(), Durability::Remote);
+    for s in 1..=7u64 {
+        let info = mirror.commit(step_tx(&db, s, b"", Duration::ZERO)).unwrap();
+        assert_eq!(info.step, s);
+        // A fresh cache on the real server: the step is there, exact.
+        let seen = remote_view(&moto, url, &dir.path().join(format!("cache-{s}")));
+        assert_eq!(seen.latest_step(), Some(s), "after commit {s}");
+        assert_eq!(seen.steps(), db.steps(), "after commit {s}");
+        assert_exact(&seen, &format!("after commit {s}"));
+    }
+    assert!(slow.puts() >= 14, "a piece and a root per commit");
+
+    // A transaction of another database is refused and commits nothing.
+    let other = Db::open_with(dir.path().join("other.ckpt"), options()).unwrap();
+    let mut tx = other.begin_step(1).unwrap();
+    tx.put_blob("w", b"x").unwrap();
+    let e = mirror.commit(tx).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert_eq!(other.steps(), Vec::<u64>::new());
+}
+
+#[test]
+fn with_remote_durability_a_failed_upload_fails_the_commit_after_the_local_one() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let faults = Arc::new(FaultStore::new(inner.clone()));
+    let url = "s3://memory/run";
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open_with(dir.path().join("run.ckpt"), options()).unwrap());
+    let durable = MirrorOptions::default().durability(Durability::Remote);
+    let remote = Remote::with_store(faults.clone(), url).unwrap();
+    let mirror = Mirror::start_with(db.clone(), remote, durable).unwrap();
+    mirror.commit(step_tx(&db, 1, b"", Duration::ZERO)).unwrap();
+    faults.fail_puts_containing(Some("roots/"));
+    let e = mirror
+        .commit(step_tx(&db, 2, b"", Duration::ZERO))
+        .unwrap_err();
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    // Committed locally; the remote still at step 1, complete.
+    assert_eq!(db.latest_step(), Some(2));
+    let fresh = Remote::with_store(inner.clone(), url).unwrap();
+    assert_eq!(fresh.newest_root().unwrap().unwrap().latest_step, Some(1));
+    // The store recovers: the next commit returns with both on the remote.
+    faults.fail_puts_containing(None);
+    mirror.commit(step_tx(&db, 3, b"", Duration::ZERO)).unwrap();
+    let seen = fresh.open_db(dir.path().join("cache")).unwrap();
+    assert_eq!(seen.steps(), vec![1, 2, 3]);
+    assert_exact(&seen, "after recovery");
+}
+
 /// The writer of the kill test: commits forever, printing `ACK <step>`
-/// after each commit and `REMOTE <step>` once the mirror holds it.
+/// after each commit and `REMOTE <step>` once the mirror holds it, and
+/// compacts every 8 steps.
 #[test]
 fn mirror_kill9_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
@@ -187,6 +341,11 @@ fn mirror_kill9_child() {
     loop {
         commit_by(&db, s, &who, Duration::from_millis(5));
         println!("ACK {s}");
+        if s.is_multiple_of(8) {
+            // Reclamation deletes segments under the uploads (and keeps
+            // each round's database, and so its checks, small).
+            db.compact().unwrap();
+        }
         mirror.notify();
         if s.is_multiple_of(3) {
             mirror.wait_remote(s).unwrap();
@@ -226,7 +385,7 @@ fn kill9_of_a_mirrored_writer_leaves_a_complete_remote() {
     let kills: u32 = std::env::var("CKPTDB_MIRROR_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(50);
     let seed: u64 = std::env::var("CKPTDB_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,15 +1,18 @@
 //! A live mirror: a running writer's commits copied to a remote as they
 //! happen, in the background.
 //!
-//! The mirror is a thread that pushes ([`Remote::push`]) whenever the
-//! database's root has moved on since its last push. A push uploads only
-//! the bytes the newest local root commits, as immutable pieces, and then
-//! that root as a create-only object, so the remote goes from one complete
-//! committed state to the next: a reader of the remote never sees a step
-//! in part, and a writer killed at any moment leaves the remote at the
-//! last root it wrote (always a prefix of the local log, which the next
-//! writer continues from without diverging). Several commits made during
-//! one push go up together with the next.
+//! The mirror is a thread that pushes (as [`Remote::push`] does) whenever
+//! the database's root has moved on since its last push. Its pushes share
+//! what they learn: a piece is read back and compared once, not on every
+//! push, and the root is read from the mirrored handle itself, so a commit
+//! costs the mirror the bytes it added, not a read of the whole database.
+//! A push uploads only the bytes the newest local root commits, as
+//! immutable pieces, and then that root as a create-only object, so the
+//! remote goes from one complete committed state to the next: a reader of
+//! the remote never sees a step in part, and a writer killed at any moment
+//! leaves the remote at the last root it wrote (always a prefix of the
+//! local log, which the next writer continues from without diverging).
+//! Several commits made during one push go up together with the next.
 //!
 //! A push that fails (the object store already retried each request
 //! within its budget) is tried again with growing pauses, and its error is
@@ -22,9 +25,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Remote;
+use super::{PushSession, Remote};
 use crate::error::{Error, RemoteErrorKind, Result};
-use crate::Db;
+use crate::{Db, StepInfo, StepTx};
 
 /// How often the mirror looks for a new root when nobody calls
 /// [`Mirror::notify`].
@@ -32,12 +35,40 @@ const POLL: Duration = Duration::from_millis(50);
 /// The longest pause between two failing pushes.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// When a commit made through [`Mirror::commit`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// After the local fsync, as [`StepTx::commit`] does; the upload runs
+    /// behind the training loop (the default).
+    #[default]
+    Local,
+    /// After the remote root that holds the step is written: a step that
+    /// `commit` returned survives the loss of the machine.
+    Remote,
+}
+
+/// How a [`Mirror`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    durability: Durability,
+}
+
+impl MirrorOptions {
+    /// When [`Mirror::commit`] returns (default [`Durability::Local`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}
+
 /// A background copy of a database's commits to a [`Remote`]. Dropping it
 /// makes one last push of what is committed, then stops (call
 /// [`Mirror::flush`] first to see that push's outcome).
 pub struct Mirror {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    db: Arc<Db>,
+    durability: Durability,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -89,6 +120,11 @@ impl Mirror {
     /// the mirror refreshes to see another process's commits) to `remote`.
     /// What is committed already goes up first.
     pub fn start(db: Arc<Db>, remote: Remote) -> Result<Mirror> {
+        Mirror::start_with(db, remote, MirrorOptions::default())
+    }
+
+    /// [`Mirror::start`] with options.
+    pub fn start_with(db: Arc<Db>, remote: Remote, options: MirrorOptions) -> Result<Mirror> {
         let shared = Arc::new(Shared {
             location: remote.location().to_string(),
             state: Mutex::new(State::default()),
@@ -96,14 +132,49 @@ impl Mirror {
         });
         let s = Arc::clone(&shared);
         let path = db.path().to_owned();
+        let mirrored = Arc::clone(&db);
         let thread = std::thread::Builder::new()
             .name("ckptdb-mirror".into())
-            .spawn(move || run(&db, &remote, &s))
+            .spawn(move || run(&mirrored, &remote, &s))
             .map_err(|e| Error::io("start the mirror thread", path, e))?;
         Ok(Mirror {
             shared,
             thread: Some(thread),
+            db,
+            durability: options.durability,
         })
+    }
+
+    /// Commits `tx` (a transaction of the mirrored database) and starts its
+    /// upload at once. Returns as the mirror's [`Durability`] says: after
+    /// the local fsync, or once the remote holds the step.
+    ///
+    /// With [`Durability::Remote`] an error after the local commit is the
+    /// upload's (the push failed within its retries, or the mirror
+    /// stopped): the step is committed locally and the mirror keeps
+    /// trying, as [`Mirror::wait_remote`] says. An error of the local
+    /// commit is returned as [`StepTx::commit`] returns it, and nothing
+    /// was uploaded. A transaction of another database is refused (and
+    /// dropped, so it commits nothing).
+    pub fn commit(&self, tx: StepTx<'_>) -> Result<StepInfo> {
+        if !std::ptr::eq(tx.db(), Arc::as_ptr(&self.db)) {
+            return Err(Error::invalid(format!(
+                "commit through the mirror of {}: the transaction is of {}",
+                self.db.path().display(),
+                tx.db().path().display()
+            )));
+        }
+        let info = tx.commit()?;
+        match self.durability {
+            Durability::Local => self.notify(),
+            Durability::Remote => self.wait_remote(info.step)?,
+        }
+        Ok(info)
+    }
+
+    /// When [`Mirror::commit`] returns.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Wakes the mirror now (it also looks on its own every 50 ms): call it
@@ -216,6 +287,10 @@ impl Drop for Mirror {
 /// round.
 fn run(db: &Db, remote: &Remote, shared: &Shared) {
     let mut pause = POLL;
+    // One session for the mirror's life: each piece is checked once, and
+    // the handle it reads is `db` itself (refreshed when read-only), not a
+    // new one per push.
+    let mut session = PushSession::default();
     loop {
         let (n, stop, pushed) = {
             let st = shared.lock();
@@ -226,11 +301,10 @@ fn run(db: &Db, remote: &Remote, shared: &Shared) {
             // here shows up in the push.
             let _ = db.refresh();
         }
-        let generation = db.generation();
-        let outcome = if pushed == Some(generation) {
+        let outcome = if pushed == Some(db.generation()) {
             Ok(None)
         } else {
-            remote.push(db.path()).map(Some)
+            session.push(remote, db, &mut |_, _| {}).map(Some)
         };
         let failed = outcome.is_err();
         {
@@ -238,10 +312,10 @@ fn run(db: &Db, remote: &Remote, shared: &Shared) {
             st.finished = n;
             st.any_finished = true;
             match outcome {
-                Ok(stats) => {
-                    if let Some(stats) = stats {
-                        st.pushed = Some(generation);
-                        st.remote_step = stats.latest_step;
+                Ok(pushed) => {
+                    if let Some(p) = pushed {
+                        st.pushed = Some(p.local_generation);
+                        st.remote_step = p.stats.latest_step;
                     }
                     st.error = None;
                     pause = POLL;

@@ -15,6 +15,7 @@
 pub mod fault;
 pub mod layout;
 mod mirror;
+mod push;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -36,7 +37,8 @@ use object_store::{
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::Db;
 pub use layout::{Location, Piece, RemoteSegment, RootObject};
-pub use mirror::Mirror;
+pub use mirror::{Durability, Mirror, MirrorOptions};
+use push::PushSession;
 
 /// Pieces up to this size go up in one request; larger ones as a multipart
 /// upload of parts this size (S3 requires parts of at least 5 MiB).
@@ -165,6 +167,10 @@ pub struct PushStats {
     pub bytes_uploaded: u64,
     /// Pieces uploaded.
     pub pieces_uploaded: u64,
+    /// Bytes of pieces the remote already held that were read back from
+    /// the local log and compared (crc32) before anything went up. A
+    /// [`Mirror`] checks each piece once, not on every push.
+    pub bytes_checked: u64,
     /// Objects deleted because no kept root names them any more.
     pub objects_deleted: u64,
 }
@@ -380,8 +386,8 @@ impl Remote {
     /// A writer may be running on `db_dir` (see [`Mirror`]): only the bytes
     /// its newest root commits go up, never a transaction in flight, so
     /// what the remote holds is always a prefix of the local log. A segment
-    /// that reclamation deletes during the push fails it with an I/O error
-    /// (`NotFound`); the next push sees the newer root. A remote that holds other bytes for a
+    /// that reclamation deletes during the push sends it on to the newer
+    /// root that no longer names it. A remote that holds other bytes for a
     /// range than the local log fails with [`RemoteErrorKind::Diverged`];
     /// losing the race for a generation with [`RemoteErrorKind::Conflict`].
     pub fn push(&self, db_dir: impl AsRef<Path>) -> Result<PushStats> {
@@ -397,110 +403,10 @@ impl Remote {
         db_dir: impl AsRef<Path>,
         progress: Progress<'_>,
     ) -> Result<PushStats> {
-        let db_dir = db_dir.as_ref();
-        // Validates the directory and gives the step the root advertises.
-        let reader = Db::open_read_only(db_dir)?;
-        let latest_step = reader.latest_step();
-        let committed = reader.read_view().committed();
-        let local = local_segments(&db_dir.join("log"))?;
-        // Reclamation may have deleted a segment the reader's root names
-        // between opening it and listing: that root must not go up without
-        // it, so the push fails as the read of that segment would.
-        if let Some(gone) = needed_segments(&reader)?
-            .into_iter()
-            .find(|n| !local.contains_key(n))
-        {
-            let path = crate::log::segment_path(&db_dir.join("log"), gone);
-            return Err(Error::io(
-                "open",
-                path,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        }
-        let prior = self.newest_root()?;
-        let prior_segments: BTreeMap<u64, &RemoteSegment> = prior
-            .iter()
-            .flat_map(|r| r.segments.iter().map(|s| (s.number, s)))
-            .collect();
-        let mut stats = PushStats {
-            generation: prior.as_ref().map_or(1, |r| r.generation + 1),
-            latest_step,
-            bytes_uploaded: 0,
-            pieces_uploaded: 0,
-            objects_deleted: 0,
-        };
-        // First every segment's plan: the remote pieces it keeps (checked
-        // against the local bytes) and the tail the remote lacks.
-        let mut plans = Vec::with_capacity(local.len());
-        for (&number, path) in &local {
-            let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io("stat", path, e))?
-                .len();
-            let len = match committed {
-                Some(c) if number > c.segment => break,
-                Some(c) if number == c.segment => len.min(c.offset),
-                _ => len,
-            };
-            let mut pieces = Vec::new();
-            if let Some(seg) = prior_segments.get(&number) {
-                for p in &seg.pieces {
-                    let same = p.offset + p.len <= len
-                        && range_crc(&mut file, path, p.offset, p.len)? == p.crc32;
-                    if !same {
-                        return Err(Error::remote(
-                            RemoteErrorKind::Diverged,
-                            format!(
-                                "{}: segment {number} bytes {}..{} differ from {}",
-                                self.location,
-                                p.offset,
-                                p.offset + p.len,
-                                path.display()
-                            ),
-                        ));
-                    }
-                    pieces.push(*p);
-                }
-            }
-            let have = pieces.last().map_or(0, |p: &Piece| p.offset + p.len);
-            plans.push((number, path, pieces, have, len));
-        }
-        let total: u64 = plans
-            .iter()
-            .map(|&(_, _, _, have, len)| len.saturating_sub(have))
-            .sum();
-        progress(0, total);
-        let mut segments = Vec::with_capacity(plans.len());
-        for (number, path, mut pieces, have, len) in plans {
-            if len > have {
-                let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-                let done = stats.bytes_uploaded;
-                let crc =
-                    self.upload_piece(&mut file, path, number, have, len - have, &mut |n| {
-                        progress(done + n, total)
-                    })?;
-                pieces.push(Piece {
-                    offset: have,
-                    len: len - have,
-                    crc32: crc,
-                });
-                stats.bytes_uploaded += len - have;
-                stats.pieces_uploaded += 1;
-            }
-            if !pieces.is_empty() {
-                segments.push(RemoteSegment { number, pieces });
-            }
-        }
-        let root = RootObject {
-            format: layout::ROOT_FORMAT,
-            generation: stats.generation,
-            latest_step,
-            segments,
-        };
-        self.put_root(&root)?;
-        stats.objects_deleted = self.prune()?;
-        Ok(stats)
+        // Validates the directory and gives the root to copy. A push on its
+        // own knows nothing of the remote yet: it checks every piece.
+        let reader = Db::open_read_only(db_dir.as_ref())?;
+        Ok(PushSession::default().push(self, &reader, progress)?.stats)
     }
 
     /// Writes `root` create-only.
@@ -544,61 +450,69 @@ impl Remote {
         len: u64,
         sent: &mut dyn FnMut(u64),
     ) -> Result<u32> {
-        // The name holds the crc32, so it is computed before the upload.
-        let crc32 = range_crc(file, path, offset, len)?;
-        let name = layout::piece_name(segment, &Piece { offset, len, crc32 });
-        let target = self.path(&name);
-        let what = || format!("upload {}/{name}", self.location);
+        let what = |name: &str| format!("upload {}/{name}", self.location);
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek", path, e))?;
-        let mut hasher = crc32fast::Hasher::new();
         let mut read_chunk = |n: u64| -> Result<Vec<u8>> {
             let mut buf = vec![0u8; n as usize];
             file.read_exact(&mut buf)
                 .map_err(|e| Error::io("read", path, e))?;
-            hasher.update(&buf);
             Ok(buf)
         };
         if len <= PART_BYTES {
+            // One read: the crc32 the name holds is that of the bytes sent.
             let buf = read_chunk(len)?;
+            let crc32 = crc32fast::hash(&buf);
+            let name = layout::piece_name(segment, &Piece { offset, len, crc32 });
             self.runtime
-                .block_on(self.store.put(&target, PutPayload::from(buf)))
-                .map_err(|e| classify(e, what()))?;
+                .block_on(self.store.put(&self.path(&name), PutPayload::from(buf)))
+                .map_err(|e| classify(e, what(&name)))?;
             sent(len);
-        } else {
-            let mut upload = self
-                .runtime
-                .block_on(self.store.put_multipart(&target))
-                .map_err(|e| classify(e, what()))?;
-            let mut done = 0;
-            let result = (|| {
-                while done < len {
-                    let n = PART_BYTES.min(len - done);
-                    let buf = read_chunk(n)?;
-                    self.runtime
-                        .block_on(upload.put_part(PutPayload::from(buf)))
-                        .map_err(|e| classify(e, what()))?;
-                    done += n;
-                    sent(done);
-                }
-                self.runtime
-                    .block_on(upload.complete())
-                    .map_err(|e| classify(e, what()))?;
-                Ok(())
-            })();
-            if let Err(e) = result {
-                // Best effort: the parts of an unfinished upload are garbage.
-                let _ = self.runtime.block_on(upload.abort());
-                return Err(e);
-            }
+            return Ok(crc32);
         }
-        // The bytes went up as read; a file changing under the push (a
-        // writer despite the contract) shows here rather than remotely.
-        if hasher.finalize() != crc32 {
-            return Err(Error::invalid(format!(
-                "push {}: segment changed during the upload; push only a closed database",
-                path.display()
-            )));
+        // The name holds the crc32, so a piece too large to hold in memory
+        // is read twice: once for its name, once to send.
+        let crc32 = range_crc(file, path, offset, len)?;
+        let name = layout::piece_name(segment, &Piece { offset, len, crc32 });
+        let target = self.path(&name);
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", path, e))?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut upload = self
+            .runtime
+            .block_on(self.store.put_multipart(&target))
+            .map_err(|e| classify(e, what(&name)))?;
+        let mut done = 0;
+        let result = (|| {
+            while done < len {
+                let n = PART_BYTES.min(len - done);
+                let mut buf = vec![0u8; n as usize];
+                file.read_exact(&mut buf)
+                    .map_err(|e| Error::io("read", path, e))?;
+                hasher.update(&buf);
+                self.runtime
+                    .block_on(upload.put_part(PutPayload::from(buf)))
+                    .map_err(|e| classify(e, what(&name)))?;
+                done += n;
+                sent(done);
+            }
+            // The bytes went up as read; a file changing under the push (a
+            // writer despite the contract) shows here rather than remotely.
+            if hasher.finalize() != crc32 {
+                return Err(Error::invalid(format!(
+                    "push {}: segment changed during the upload; push only a closed database",
+                    path.display()
+                )));
+            }
+            self.runtime
+                .block_on(upload.complete())
+                .map_err(|e| classify(e, what(&name)))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Best effort: the parts of an unfinished upload are garbage.
+            let _ = self.runtime.block_on(upload.abort());
+            return Err(e);
         }
         Ok(crc32)
     }
@@ -606,16 +520,25 @@ impl Remote {
     /// Deletes roots older than the newest [`KEEP_ROOTS`], then every piece
     /// that no kept root names. Roots go first, so a piece is deleted only
     /// after the root that dropped it is written and every root that named
-    /// it is gone.
-    fn prune(&self) -> Result<u64> {
+    /// it is gone. Roots in `known` (written by this process; a root never
+    /// changes) are not read again.
+    fn prune(&self, known: &[RootObject]) -> Result<u64> {
         let gens = self.list_roots()?;
         let split = gens.len().saturating_sub(KEEP_ROOTS);
         let (old, kept) = gens.split_at(split);
         let mut named = BTreeSet::new();
         for &g in kept {
-            for seg in self.read_root(g)?.segments {
-                for p in seg.pieces {
-                    named.insert(layout::piece_name(seg.number, &p));
+            let read;
+            let root = match known.iter().find(|r| r.generation == g) {
+                Some(r) => r,
+                None => {
+                    read = self.read_root(g)?;
+                    &read
+                }
+            };
+            for seg in &root.segments {
+                for p in &seg.pieces {
+                    named.insert(layout::piece_name(seg.number, p));
                 }
             }
         }
@@ -827,21 +750,6 @@ impl Remote {
 }
 
 /// The `NNNN.seg` files of a log directory by number.
-/// The segments `reader`'s root needs: the root's own, and every segment a
-/// live step's manifest or entries lie in.
-fn needed_segments(reader: &Db) -> Result<BTreeSet<u64>> {
-    let mut needed = BTreeSet::new();
-    if let Some(c) = reader.read_view().committed() {
-        needed.insert(c.segment);
-    }
-    for step in reader.steps() {
-        let (at, manifest) = reader.manifest(step)?;
-        needed.insert(at.segment);
-        needed.extend(manifest.walk().map(|(_, e)| e.at.segment));
-    }
-    Ok(needed)
-}
-
 fn local_segments(log_dir: &Path) -> Result<BTreeMap<u64, PathBuf>> {
     let mut out = BTreeMap::new();
     for ent in fs::read_dir(log_dir).map_err(|e| Error::io("read directory", log_dir, e))? {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use object_store::memory::InMemory;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::fault::FaultStore;
 use super::{layout, Remote};
@@ -286,4 +286,122 @@ fn progress_counts_every_byte_once() {
     );
     assert_eq!(remote.bytes_fetched(), before);
     assert_eq!(checked.last(), Some(&(root_bytes, root_bytes)));
+}
+
+#[test]
+fn a_session_checks_each_piece_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    write_steps(&db_dir, 0..4);
+    let (_inner, _fault, remote) = setup();
+    let db = Db::open_read_only(&db_dir).unwrap();
+    let mut session = super::PushSession::default();
+    let first = session.push(&remote, &db, &mut |_, _| {}).unwrap().stats;
+    assert_eq!(first.bytes_checked, 0, "nothing remote to check");
+    let held = remote.newest_root().unwrap().unwrap().total_bytes();
+    assert_eq!(first.bytes_uploaded, held);
+
+    // The session's own root is newest: nothing is read back.
+    write_steps(&db_dir, 4..6);
+    assert!(db.refresh().unwrap());
+    let second = session.push(&remote, &db, &mut |_, _| {}).unwrap().stats;
+    assert_eq!(second.bytes_checked, 0);
+    assert!(second.bytes_uploaded > 0);
+    let held = remote.newest_root().unwrap().unwrap().total_bytes();
+
+    // A push on its own checks every piece the remote holds.
+    write_steps(&db_dir, 6..7);
+    let alone = remote.push(&db_dir).unwrap();
+    assert_eq!(alone.bytes_checked, held);
+
+    // Someone else's root is newest: the session checks only the pieces
+    // that root added.
+    write_steps(&db_dir, 7..8);
+    assert!(db.refresh().unwrap());
+    let third = session.push(&remote, &db, &mut |_, _| {}).unwrap().stats;
+    assert_eq!(third.bytes_checked, alone.bytes_uploaded);
+    assert_eq!(third.generation, 4);
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        contents(&seen),
+        contents(&Db::open_read_only(&db_dir).unwrap())
+    );
+}
+
+#[test]
+fn a_session_still_checks_a_root_it_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.ckpt"), tmp.path().join("b.ckpt"));
+    write_steps(&a, 0..3);
+    write_steps(&b, 50..53);
+    let (inner, _fault, remote) = setup();
+    let db = Db::open_read_only(&a).unwrap();
+    let mut session = super::PushSession::default();
+    session.push(&remote, &db, &mut |_, _| {}).unwrap();
+    // Another log's database appears at the location as generation 2 (its
+    // objects copied in by hand, as a second writer with a stale view of
+    // the remote could leave them).
+    let elsewhere = "s3://unit-test/elsewhere";
+    Remote::with_store(inner.clone(), elsewhere)
+        .unwrap()
+        .push(&b)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let other = Remote::with_store(inner.clone(), elsewhere).unwrap();
+    let mut root = other.newest_root().unwrap().unwrap();
+    for seg in &root.segments {
+        for p in &seg.pieces {
+            let name = layout::piece_name(seg.number, p);
+            let bytes = rt
+                .block_on(async {
+                    inner
+                        .get(&format!("elsewhere/{name}").into())
+                        .await?
+                        .bytes()
+                        .await
+                })
+                .unwrap();
+            rt.block_on(inner.put(&format!("run/{name}").into(), bytes.into()))
+                .unwrap();
+        }
+    }
+    root.generation = 2;
+    rt.block_on(inner.put(
+        &format!("run/{}", layout::root_name(2)).into(),
+        root.encode().unwrap().into(),
+    ))
+    .unwrap();
+    let e = session.push(&remote, &db, &mut |_, _| {}).unwrap_err();
+    assert_eq!(kind(&e), RemoteErrorKind::Diverged, "{e}");
+    let newest = remote.newest_root().unwrap().unwrap();
+    assert_eq!((newest.generation, newest.latest_step), (2, Some(52)));
+}
+
+#[test]
+fn a_database_without_a_commit_pushes_no_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    let db = Db::open_with(&db_dir, DbOptions::default().segment_size(32 << 10)).unwrap();
+    // The first step is in the log, not committed.
+    let mut tx = db.begin_step(0).unwrap();
+    tx.put_blob("state", &vec![7u8; 300_000]).unwrap();
+    let (_inner, _fault, remote) = setup();
+    let pushed = remote.push(&db_dir).unwrap();
+    assert_eq!(
+        (pushed.generation, pushed.latest_step, pushed.bytes_uploaded),
+        (1, None, 0)
+    );
+    let root = remote.newest_root().unwrap().unwrap();
+    assert!(root.segments.is_empty());
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(seen.steps(), Vec::<u64>::new());
+    tx.commit().unwrap();
+    assert_eq!(remote.push(&db_dir).unwrap().latest_step, Some(0));
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(
+        seen.snapshot(0).unwrap().blob("state").unwrap(),
+        vec![7u8; 300_000]
+    );
 }
