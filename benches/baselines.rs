@@ -34,51 +34,12 @@ use support::{scale, scratch, tensor_bytes};
 
 const MIB: usize = 1 << 20;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn name_of(i: usize) -> String {
     format!("layer{i:05}/weight")
 }
 
 fn sum(s: &[f32]) -> f32 {
     ndarray::ArrayView1::from(s).sum()
-}
-
-/// Runs every contender once per round and prints min, median and the
-/// ratios to the first contender's.
-fn rounds(case: &str, contenders: &mut [(&str, &mut dyn FnMut() -> Duration)]) {
-    let n: usize = env_or("CKPTDB_BENCH_ROUNDS", 7);
-    // One untimed round warms the page cache and the allocator.
-    for (_, f) in contenders.iter_mut() {
-        f();
-    }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..n {
-        for (i, (_, f)) in contenders.iter_mut().enumerate() {
-            times[i].push(f());
-        }
-    }
-    for t in &mut times {
-        t.sort();
-    }
-    let min = |i: usize| times[i][0];
-    let med = |i: usize| times[i][n / 2];
-    println!("{case} ({n} interleaved rounds)");
-    for (i, (name, _)) in contenders.iter().enumerate() {
-        println!(
-            "  {name:<28} min {:>10.3?}  median {:>10.3?}  ratio to {}: min {:.2}x  median {:.2}x",
-            min(i),
-            med(i),
-            contenders[0].0,
-            min(i).as_secs_f64() / min(0).as_secs_f64(),
-            med(i).as_secs_f64() / med(0).as_secs_f64(),
-        );
-    }
 }
 
 fn safetensors_save(path: &Path, tensors: &[Vec<u8>]) {
@@ -181,17 +142,18 @@ fn read_case(case: &str, tensors: &[Vec<u8>]) {
     let close = |x: f32| (x - expect).abs() <= expect.abs() * 1e-3;
     assert!(close(raw_load(&raw, len)));
     assert!(close(ckptdb_load(&db, true)));
-    rounds(
+    support::rounds(
         case,
+        7,
         &mut [
-            ("safetensors over mmap", &mut || {
+            ("safetensors over mmap", &mut |_| {
                 timed(|| safetensors_load(&st))
             }),
-            ("raw mmap + sum", &mut || timed(|| raw_load(&raw, len))),
-            ("ckptdb unverified", &mut || {
+            ("raw mmap + sum", &mut |_| timed(|| raw_load(&raw, len))),
+            ("ckptdb unverified", &mut |_| {
                 timed(|| ckptdb_load(&db, false))
             }),
-            ("ckptdb checked", &mut || timed(|| ckptdb_load(&db, true))),
+            ("ckptdb checked", &mut |_| timed(|| ckptdb_load(&db, true))),
         ],
     );
 }
@@ -199,18 +161,19 @@ fn read_case(case: &str, tensors: &[Vec<u8>]) {
 fn save_case(case: &str, tensors: &[Vec<u8>]) {
     // Each save goes to a fresh directory; creating and removing it is not
     // timed.
-    rounds(
+    support::rounds(
         case,
+        7,
         &mut [
-            ("safetensors + fsync", &mut || {
+            ("safetensors + fsync", &mut |_| {
                 let d = scratch();
                 timed(|| safetensors_save(&d.path().join("m.safetensors"), tensors))
             }),
-            ("raw write + fdatasync", &mut || {
+            ("raw write + fdatasync", &mut |_| {
                 let d = scratch();
                 timed(|| raw_save(&d.path().join("raw.bin"), tensors))
             }),
-            ("ckptdb commit", &mut || {
+            ("ckptdb commit", &mut |_| {
                 let d = scratch();
                 let db = Db::open(d.path().join("db")).unwrap();
                 timed(|| ckptdb_save(&db, tensors))

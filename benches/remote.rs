@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ckptdb::remote::object_store::aws::{AmazonS3, AmazonS3Builder};
+use ckptdb::remote::object_store::aws::AmazonS3;
 use ckptdb::remote::object_store::memory::InMemory;
 use ckptdb::remote::object_store::path::Path as ObjectPath;
 use ckptdb::remote::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -37,7 +37,6 @@ use ckptdb::remote::{Mirror, Remote};
 use ckptdb::{DType, Db, DbOptions};
 
 // Scratch data goes to the system's temporary directory, not `support`'s.
-#[allow(dead_code)]
 mod support;
 use support::{scale, tensor_bytes};
 
@@ -115,44 +114,6 @@ fn push_per_commit() {
     );
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs every contender once per round (after one untimed round) and
-/// prints min, median and the ratios to the first contender's.
-fn rounds(case: &str, contenders: &mut [(&str, &mut dyn FnMut(usize) -> Duration)]) {
-    let n: usize = env_or("CKPTDB_BENCH_ROUNDS", 5);
-    for (_, f) in contenders.iter_mut() {
-        f(usize::MAX);
-    }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
-    for r in 0..n {
-        for (i, (_, f)) in contenders.iter_mut().enumerate() {
-            times[i].push(f(r));
-        }
-    }
-    for t in &mut times {
-        t.sort();
-    }
-    let min = |i: usize| times[i][0];
-    let med = |i: usize| times[i][n / 2];
-    println!("{case} ({n} interleaved rounds)");
-    for (i, (name, _)) in contenders.iter().enumerate() {
-        println!(
-            "  {name:<34} min {:>10.3?}  median {:>10.3?}  time ratio to {}: min {:.3}x  median {:.3}x",
-            min(i),
-            med(i),
-            contenders[0].0,
-            min(i).as_secs_f64() / min(0).as_secs_f64(),
-            med(i).as_secs_f64() / med(0).as_secs_f64(),
-        );
-    }
-}
-
 struct Server {
     moto: Moto,
     store: AmazonS3,
@@ -163,16 +124,7 @@ impl Server {
     fn start() -> Option<Server> {
         let moto = Moto::start()?;
         moto.create_bucket(BUCKET);
-        let store = AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_region("us-east-1")
-            .with_endpoint(moto.endpoint())
-            .with_virtual_hosted_style_request(false)
-            .with_allow_http(true)
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()
-            .unwrap();
+        let store = moto.store(BUCKET);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -287,8 +239,9 @@ fn mirror_throughput(server: &Server) {
         server.clear(&prefix);
         t
     };
-    rounds(
+    support::rounds(
         "mirror_throughput",
+        5,
         &mut [
             ("object_store multipart put", &mut plain),
             ("Mirror start + flush", &mut mirror),
@@ -302,7 +255,7 @@ fn commit_cost(server: &Server) {
     let each = scaled(4 * MIB);
     let tensors = 8;
     let steps = 12u64;
-    let think = Duration::from_millis(env_or("CKPTDB_BENCH_THINK_MS", 200));
+    let think = Duration::from_millis(support::env_or("CKPTDB_BENCH_THINK_MS", 200));
     #[derive(Clone, Copy, PartialEq)]
     enum To {
         Nowhere,
@@ -361,8 +314,9 @@ fn commit_cost(server: &Server) {
         "commit_cost: {steps} commits of {tensors} tensors of {} MiB, {think:?} between commits",
         each / MIB
     );
-    rounds(
+    support::rounds(
         "commit_cost",
+        5,
         &mut [
             ("unmirrored commit", &mut |r| run(r, To::Nowhere)),
             ("mirrored to moto (local durability)", &mut |r| {
@@ -420,8 +374,9 @@ fn open_remote(server: &Server) {
         small / MIB,
         large / MIB
     );
-    rounds(
+    support::rounds(
         "open_remote",
+        5,
         &mut [
             ("256 MiB database", &mut |r| open("small", r)),
             ("2 GiB database", &mut |r| open("large", r)),

@@ -378,17 +378,7 @@ struct Objects {
 
 impl Objects {
     fn new(moto: &Moto, bucket: &str) -> Objects {
-        use ckptdb::remote::object_store::aws::AmazonS3Builder;
-        let store = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .with_endpoint(moto.endpoint())
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .unwrap();
+        let store = moto.store(bucket);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

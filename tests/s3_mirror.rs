@@ -18,7 +18,6 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use ckptdb::remote::object_store::aws::AmazonS3Builder;
 use ckptdb::remote::object_store::memory::InMemory;
 use ckptdb::remote::object_store::ObjectStore;
 use ckptdb::remote::{fault::FaultStore, Durability, Mirror, MirrorOptions, Remote, RemoteOptions};
@@ -247,17 +246,7 @@ fn a_push_during_a_transaction_sends_only_committed_bytes() {
 
 /// A store on the moto server that sleeps before every put.
 fn slow_store(moto: &Moto, bucket: &str, delay: Duration) -> Arc<FaultStore> {
-    let s3 = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_endpoint(moto.endpoint())
-        .with_virtual_hosted_style_request(false)
-        .with_allow_http(true)
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing")
-        .build()
-        .unwrap();
-    let slow = Arc::new(FaultStore::new(Arc::new(s3)));
+    let slow = Arc::new(FaultStore::new(Arc::new(moto.store(bucket))));
     slow.put_delay(delay);
     slow
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ckptdb::remote::object_store::aws::{AmazonS3, AmazonS3Builder};
 use ckptdb::remote::RemoteOptions;
 
 pub struct Moto {
@@ -125,6 +126,22 @@ impl Moto {
         s.read_to_end(&mut out).ok()?;
         let line = String::from_utf8_lossy(&out);
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// A signed `object_store` client for `bucket` on this server, for
+    /// what a test or bench does to objects directly (moto refuses
+    /// unsigned writes).
+    pub fn store(&self, bucket: &str) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_endpoint(self.endpoint())
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .expect("an S3 client for the moto server")
     }
 
     /// Creates a bucket (moto accepts unsigned requests).
