@@ -37,6 +37,7 @@ pub struct FaultStore {
     stale_listing: AtomicBool,
     puts: AtomicU64,
     failed_puts: AtomicU64,
+    lists: AtomicU64,
 }
 
 impl fmt::Debug for FaultStore {
@@ -60,6 +61,7 @@ impl FaultStore {
             stale_listing: AtomicBool::new(false),
             puts: AtomicU64::new(0),
             failed_puts: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +97,11 @@ impl FaultStore {
     /// Puts attempted so far (multipart uploads count once).
     pub fn puts(&self) -> u64 {
         self.puts.load(Ordering::SeqCst)
+    }
+
+    /// List requests so far.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
     }
 
     /// Puts failed by injection so far.
@@ -172,6 +179,7 @@ impl ObjectStore for FaultStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         let stream = self.inner.list(prefix);
         if self.stale_listing.load(Ordering::SeqCst) {
             stream

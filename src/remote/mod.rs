@@ -572,6 +572,31 @@ impl Remote {
         Ok(deleted)
     }
 
+    /// What [`Remote::prune`] deletes when the remote is known to hold
+    /// nothing but `kept` and the root `dropped` (just pushed out of the
+    /// newest [`KEEP_ROOTS`]) with their pieces: `dropped`'s root, then its
+    /// pieces that no kept root names. No listing: the cost is the dropped
+    /// root's pieces, not every object of the database.
+    fn prune_dropped(&self, dropped: &RootObject, kept: &[RootObject]) -> Result<u64> {
+        let named: BTreeSet<String> = kept
+            .iter()
+            .flat_map(|r| &r.segments)
+            .flat_map(|s| s.pieces.iter().map(|p| layout::piece_name(s.number, p)))
+            .collect();
+        self.delete(&layout::root_name(dropped.generation))?;
+        let mut deleted = 1;
+        for s in &dropped.segments {
+            for p in &s.pieces {
+                let name = layout::piece_name(s.number, p);
+                if !named.contains(&name) {
+                    self.delete(&name)?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         match self.runtime.block_on(self.store.delete(&self.path(name))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -45,6 +45,10 @@ pub(crate) struct PushSession {
     /// The segments each live step's manifest and entries lie in, by the
     /// manifest's location.
     manifest_segments: HashMap<LogLocation, BTreeSet<u64>>,
+    /// The last push succeeded, pruning included: the remote then holds
+    /// exactly `written` and the pieces they name, so the next prune needs
+    /// no listing (see [`PushSession::push_root`]).
+    pruned: bool,
 }
 
 impl PushSession {
@@ -64,7 +68,11 @@ impl PushSession {
         let mut tries = 0;
         loop {
             let before = db.generation();
-            match self.push_root(remote, db, progress) {
+            let pushed = self.push_root(remote, db, progress);
+            // A failed push may leave pieces no root names: the next prune
+            // lists the remote to find them.
+            self.pruned = pushed.is_ok();
+            match pushed {
                 Err(e) if db.segments.is_vanished(&e) && tries < 20 => {
                     db.refresh()?;
                     if db.generation() == before {
@@ -114,6 +122,16 @@ impl PushSession {
             ));
         }
         let newest = remote.list_roots()?.last().copied();
+        // The remote's roots are exactly the ones this session wrote when
+        // the newest is ours, ours are consecutive generations (no other
+        // writer's root among them) and the last push pruned.
+        let only_ours = self.pruned
+            && newest.is_some()
+            && newest == self.written.last().map(|r| r.generation)
+            && self
+                .written
+                .windows(2)
+                .all(|w| w[1].generation == w[0].generation + 1);
         let fetched;
         let prior = match newest {
             Some(g) => match self.written.last() {
@@ -222,10 +240,15 @@ impl PushSession {
         };
         remote.put_root(&root)?;
         self.written.push(root);
-        if self.written.len() > KEEP_ROOTS {
-            self.written.remove(0);
-        }
-        stats.objects_deleted = remote.prune(&self.written)?;
+        let dropped = (self.written.len() > KEEP_ROOTS).then(|| self.written.remove(0));
+        // When the remote held only this session's roots, it now holds
+        // `written`, the dropped root and their pieces: the prune needs no
+        // listing of every object. Otherwise (a new session, a failed
+        // push, another writer's root) it lists them.
+        stats.objects_deleted = match dropped {
+            Some(d) if only_ours => remote.prune_dropped(&d, &self.written)?,
+            _ => remote.prune(&self.written)?,
+        };
         Ok(Pushed {
             stats,
             local_generation,

@@ -405,3 +405,81 @@ fn a_database_without_a_commit_pushes_no_bytes() {
         vec![7u8; 300_000]
     );
 }
+
+/// The objects the newest two roots name: their root objects and pieces.
+fn named_by_kept_roots(remote: &Remote) -> Vec<String> {
+    let gens = remote.list_roots().unwrap();
+    let mut v: Vec<String> = gens[gens.len().saturating_sub(2)..]
+        .iter()
+        .flat_map(|&g| {
+            let root = remote.read_root(g).unwrap();
+            let pieces: Vec<String> = root
+                .segments
+                .iter()
+                .flat_map(|s| {
+                    s.pieces
+                        .iter()
+                        .map(|p| format!("run/{}", layout::piece_name(s.number, p)))
+                })
+                .collect();
+            pieces
+                .into_iter()
+                .chain([format!("run/{}", layout::root_name(g))])
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn a_session_prunes_without_listing_once_the_remote_is_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_dir = tmp.path().join("a.ckpt");
+    let db = Db::open_with(&db_dir, DbOptions::default().segment_size(32 << 10)).unwrap();
+    let (inner, fault, remote) = setup();
+    let mut session = super::PushSession::default();
+    let mut lists = Vec::new();
+    for step in 0..12u64 {
+        // Keep the newest two steps and reclaim what the others held, so
+        // every push drops pieces.
+        let mut tx = db.begin_step(step).unwrap();
+        let bytes: Vec<u8> = (0..12_000u32)
+            .map(|i| (i as u64 * 31 + step * 7) as u8)
+            .collect();
+        tx.put_blob("state", &bytes).unwrap();
+        if step >= 2 {
+            tx.drop_step(step - 2).unwrap();
+        }
+        tx.commit().unwrap();
+        db.compact().unwrap();
+        let before = fault.lists();
+        let pushed = session.push(&remote, &db, &mut |_, _| {}).unwrap().stats;
+        lists.push(fault.lists() - before);
+        assert_eq!(pushed.generation, step + 1);
+        // Exactly what the two kept roots name is on the remote: nothing
+        // dropped is left, nothing kept is gone.
+        assert_eq!(objects(&inner), named_by_kept_roots(&remote), "step {step}");
+    }
+    // The first pushes list every object to prune (the session cannot
+    // know what an earlier process left); from the third on, the only
+    // listing is the one that finds the newest root.
+    assert_eq!(&lists[..2], &[3, 3]);
+    assert!(lists[2..].iter().all(|&n| n == 1), "{lists:?}");
+
+    // A root the session did not write in between (a one-off push of the
+    // same log): the next prune lists again.
+    let mut tx = db.begin_step(12).unwrap();
+    tx.put_blob("state", b"pushed elsewhere").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(remote.push(&db_dir).unwrap().generation, 13);
+    let mut tx = db.begin_step(13).unwrap();
+    tx.put_blob("state", b"last").unwrap();
+    tx.commit().unwrap();
+    let before = fault.lists();
+    session.push(&remote, &db, &mut |_, _| {}).unwrap();
+    assert_eq!(fault.lists() - before, 3);
+    assert_eq!(objects(&inner), named_by_kept_roots(&remote));
+    let seen = remote.open_db(tmp.path().join("cache")).unwrap();
+    assert_eq!(contents(&seen), contents(&db));
+}
